@@ -1,0 +1,181 @@
+// Package app wires keapsync together and runs its subcommands. cmd/keapsync
+// only calls Run; tests call it too, with their own environment and writers.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/riverqueue/river"
+
+	"github.com/keapsync/keapsync/internal/config"
+	"github.com/keapsync/keapsync/internal/jobs"
+	"github.com/keapsync/keapsync/internal/keap"
+	"github.com/keapsync/keapsync/internal/store"
+	"github.com/keapsync/keapsync/internal/tokens"
+)
+
+// Env is the outside world a command sees.
+type Env struct {
+	Args   []string // without the program name
+	Getenv func(string) string
+	Stdout io.Writer
+	Stderr io.Writer
+	// Ready, when set, receives serve's bound address once it listens.
+	Ready func(addr string)
+}
+
+const usage = `keapsync keeps Keap OAuth connections alive for a Keap <-> Supabase sync.
+
+Usage: keapsync <command> [flags]
+
+Commands:
+  serve       run the HTTP API and the River workers
+  migrate     apply database migrations (keapsync's and River's)
+  fake-keap   run the fake Keap (OAuth, REST, hooks) for local development
+  accounts    list accounts and their health, or show one
+  token       print or force-refresh an account's access token
+
+Run "keapsync <command> --help" for a command's flags.
+Configuration comes from the environment: see .env.example.
+`
+
+// ErrUsage marks a command line that could not be understood.
+var ErrUsage = errors.New("usage")
+
+// Run executes one subcommand.
+func Run(ctx context.Context, env Env) error {
+	if len(env.Args) == 0 || env.Args[0] == "-h" || env.Args[0] == "--help" || env.Args[0] == "help" {
+		fmt.Fprint(env.Stdout, usage)
+		if len(env.Args) == 0 {
+			return ErrUsage
+		}
+		return nil
+	}
+	cmd, args := env.Args[0], env.Args[1:]
+	switch cmd {
+	case "serve":
+		return runServe(ctx, env, args)
+	case "migrate":
+		return runMigrate(ctx, env, args)
+	case "fake-keap":
+		return runFakeKeap(ctx, env, args)
+	case "accounts":
+		return runAccounts(ctx, env, args)
+	case "token":
+		return runToken(ctx, env, args)
+	}
+	fmt.Fprint(env.Stderr, usage)
+	return fmt.Errorf("%w: unknown command %q", ErrUsage, cmd)
+}
+
+// flags builds a FlagSet whose --help prints to stdout and exits cleanly.
+func flags(env Env, name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(env.Stdout)
+	fs.Usage = func() {
+		fmt.Fprintf(env.Stdout, "Usage: keapsync %s\n\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse returns (done, err): done when --help was asked for.
+func parse(fs *flag.FlagSet, args []string) (bool, error) {
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	return false, nil
+}
+
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(strings.ToUpper(level)))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// openPool connects with settings fit for the pooler mode: behind a
+// transaction pooler prepared statements do not survive, so pgx uses the
+// simple protocol.
+func openPool(ctx context.Context, url, poolerMode string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, errors.New("DATABASE_URL is not a valid Postgres URL")
+	}
+	if poolerMode == "transaction" {
+		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	return pool, nil
+}
+
+// core is everything that needs the full configuration.
+type core struct {
+	cfg    config.Config
+	log    *slog.Logger
+	pool   *pgxpool.Pool
+	store  *store.Store
+	river  *river.Client[pgx.Tx]
+	tokens *tokens.Coordinator
+	reg    *prometheus.Registry
+}
+
+func newCore(ctx context.Context, env Env, periodic bool) (*core, error) {
+	cfg, err := config.Load(env.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	log := newLogger(env.Stderr, cfg.LogLevel, cfg.LogFormat)
+	pool, err := openPool(ctx, cfg.DatabaseURL, cfg.PoolerMode)
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.New()
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	deps := &jobs.Deps{Pool: pool, Store: st, Logger: log, Now: time.Now, Skew: cfg.RefreshSkew, Every: cfg.RefreshEvery}
+	rc, err := jobs.NewClient(deps, jobs.Options{PollOnly: cfg.PoolerMode == "transaction", Periodic: periodic})
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("river client: %w", err)
+	}
+	kc := keap.New(keap.Options{
+		ClientID: cfg.KeapClientID, ClientSecret: cfg.KeapClientSecret, RedirectURI: cfg.KeapRedirectURI,
+		AuthURL: cfg.KeapAuthURL, TokenURL: cfg.KeapTokenURL, APIURL: cfg.KeapAPIURL,
+	})
+	coord := tokens.New(tokens.Options{
+		Pool: pool, Store: st, Keap: kc, Keyring: cfg.Keyring, Scheduler: jobs.Scheduler{Client: rc},
+		Logger: log, Metrics: tokens.NewMetrics(reg),
+		RefreshEvery: cfg.RefreshEvery, Skew: cfg.RefreshSkew, CacheTTL: cfg.TokenCacheTTL,
+	})
+	deps.Tokens = coord
+	return &core{cfg: cfg, log: log, pool: pool, store: st, river: rc, tokens: coord, reg: reg}, nil
+}

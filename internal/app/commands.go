@@ -1,0 +1,249 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/keapsync/keapsync/internal/httpapi"
+	"github.com/keapsync/keapsync/internal/keapfake"
+	"github.com/keapsync/keapsync/internal/store"
+)
+
+func runServe(ctx context.Context, env Env, args []string) error {
+	fs := flags(env, "serve", "serve\n\nRuns the HTTP API on LISTEN_ADDR and the River workers until interrupted.")
+	if done, err := parse(fs, args); done || err != nil {
+		return err
+	}
+	c, err := newCore(ctx, env, true)
+	if err != nil {
+		return err
+	}
+	defer c.pool.Close()
+	if err := store.CheckCurrent(ctx, c.pool); err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler: httpapi.NewServer(httpapi.Deps{
+			Pool: c.pool, Store: c.store, Tokens: c.tokens, Logger: c.log, APIKey: c.cfg.InternalAPIKey,
+			OAuthSuccessURL: c.cfg.OAuthSuccessURL, OAuthRateLimit: c.cfg.OAuthRateLimit,
+			Gatherer: c.reg, Registerer: c.reg,
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	ln, err := net.Listen("tcp", c.cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.cfg.ListenAddr, err)
+	}
+	if err := c.river.Start(ctx); err != nil {
+		ln.Close()
+		return fmt.Errorf("start river: %w", err)
+	}
+	c.log.InfoContext(ctx, "keapsync serving", "addr", ln.Addr().String(), "pooler_mode", c.cfg.PoolerMode)
+	if env.Ready != nil {
+		env.Ready(ln.Addr().String())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+
+	select {
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			_ = c.river.Stop(context.Background())
+			return err
+		}
+	case <-ctx.Done():
+	}
+	// Stop taking requests, then let jobs finish, then close the pool.
+	c.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		c.log.Warn("http shutdown", "error", err)
+	}
+	rctx, rcancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer rcancel()
+	if err := c.river.Stop(rctx); err != nil {
+		c.log.Warn("river stop timed out; cancelling jobs", "error", err)
+		_ = c.river.StopAndCancel(context.Background())
+	}
+	return nil
+}
+
+func runMigrate(ctx context.Context, env Env, args []string) error {
+	fs := flags(env, "migrate", "migrate\n\nCreates schema keapsync and applies River's and keapsync's migrations.\nSafe to run twice, and from two places at once. Needs DATABASE_URL\n(a session-mode connection, not a transaction pooler).")
+	if done, err := parse(fs, args); done || err != nil {
+		return err
+	}
+	url := strings.TrimSpace(env.Getenv("DATABASE_URL"))
+	if url == "" {
+		return errors.New("config: DATABASE_URL is required")
+	}
+	pool, err := openPool(ctx, url, "session")
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	applied, err := store.Migrate(ctx, pool, newLogger(env.Stderr, "warn", "text"))
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if len(applied) == 0 {
+		fmt.Fprintln(env.Stdout, "migrations: already up to date")
+	}
+	for _, a := range applied {
+		fmt.Fprintln(env.Stdout, "applied", a)
+	}
+	return nil
+}
+
+func runFakeKeap(ctx context.Context, env Env, args []string) error {
+	fs := flags(env, "fake-keap", "fake-keap [--addr :9090]\n\nRuns the fake Keap: OAuth authorize and token endpoints, REST contacts and hooks.\nPoint KEAP_AUTH_URL at http://ADDR/app/oauth/authorize, KEAP_TOKEN_URL at\nhttp://ADDR/token and KEAP_API_URL at http://ADDR/crm/rest.")
+	addr := fs.String("addr", "127.0.0.1:9090", "listen address")
+	clientID := fs.String("client-id", "", "accepted client id (default KEAP_CLIENT_ID or fake-client-id)")
+	clientSecret := fs.String("client-secret", "", "accepted client secret (default KEAP_CLIENT_SECRET or fake-client-secret)")
+	tenant := fs.String("tenant", "ab123", "Keap app name put in the token scope")
+	accessTTL := fs.Duration("access-ttl", 24*time.Hour, "access token lifetime")
+	if done, err := parse(fs, args); done || err != nil {
+		return err
+	}
+	id, secret := *clientID, *clientSecret
+	if id == "" {
+		id = env.Getenv("KEAP_CLIENT_ID")
+	}
+	if secret == "" {
+		secret = env.Getenv("KEAP_CLIENT_SECRET")
+	}
+	fake := keapfake.New(keapfake.Options{ClientID: id, ClientSecret: secret, Tenant: *tenant, AccessTTL: *accessTTL})
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *addr, err)
+	}
+	fmt.Fprintf(env.Stdout, "fake keap listening on http://%s\n", ln.Addr())
+	if env.Ready != nil {
+		env.Ready(ln.Addr().String())
+	}
+	srv := &http.Server{Handler: fake, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func runAccounts(ctx context.Context, env Env, args []string) error {
+	fs := flags(env, "accounts", "accounts [--json] [ACCOUNT_ID]\n\nWithout an id: every account with its health, next refresh and last error.\nWith an id: that account and its recent audit events.")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	if done, err := parse(fs, args); done || err != nil {
+		return err
+	}
+	url := strings.TrimSpace(env.Getenv("DATABASE_URL"))
+	if url == "" {
+		return errors.New("config: DATABASE_URL is required")
+	}
+	pool, err := openPool(ctx, url, env.Getenv("DB_POOLER_MODE"))
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	st, err := store.New()
+	if err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		list, err := st.ListHealth(ctx, pool)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(env.Stdout).Encode(list)
+		}
+		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ACCOUNT\tHEALTH\tSTATUS\tACCESS EXPIRES\tREFRESH TOKEN AGE\tNEXT REFRESH\tLAST ERROR")
+		for _, h := range list {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.AccountID, h.Health, h.Status,
+				fmtTime(h.AccessExpiresAt), fmtAge(h.RefreshIssuedAt), fmtTime(h.NextRefreshAt), deref(h.LastError))
+		}
+		return tw.Flush()
+	}
+	id := fs.Arg(0)
+	h, err := st.GetHealth(ctx, pool, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("account %q not found", id)
+	}
+	if err != nil {
+		return err
+	}
+	events, err := st.ListEvents(ctx, pool, id, 20)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(env.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(map[string]any{"account": h, "events": events})
+}
+
+func fmtTime(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func fmtAge(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return time.Since(*t).Round(time.Minute).String()
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "-"
+	}
+	return *s
+}
+
+func runToken(ctx context.Context, env Env, args []string) error {
+	fs := flags(env, "token", "token get|refresh ACCOUNT_ID\n\nget prints a valid access token (refreshing first if it expires within REFRESH_SKEW);\nrefresh forces one refresh now. Both take the same lock as the service.")
+	if done, err := parse(fs, args); done || err != nil {
+		return err
+	}
+	if fs.NArg() != 2 || (fs.Arg(0) != "get" && fs.Arg(0) != "refresh") {
+		fs.Usage()
+		return fmt.Errorf("%w: want token get|refresh ACCOUNT_ID", ErrUsage)
+	}
+	if !httpapi.AccountIDPattern.MatchString(fs.Arg(1)) {
+		return fmt.Errorf("%w: account id must match [A-Za-z0-9._-]{1,128}", ErrUsage)
+	}
+	c, err := newCore(ctx, env, false)
+	if err != nil {
+		return err
+	}
+	defer c.pool.Close()
+	get := c.tokens.Get
+	if fs.Arg(0) == "refresh" {
+		get = c.tokens.Refresh
+	}
+	tok, err := get(ctx, fs.Arg(1))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(env.Stdout, tok.AccessToken.Reveal())
+	fmt.Fprintf(env.Stderr, "expires_at %s version %d\n", tok.ExpiresAt.UTC().Format(time.RFC3339), tok.Version)
+	return nil
+}

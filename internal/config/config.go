@@ -1,0 +1,178 @@
+// Package config turns the environment into a validated Config once, at
+// start-up. A missing or malformed variable stops the program with one line
+// naming it; nothing else in keapsync reads the environment.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keapsync/keapsync/internal/seal"
+)
+
+// Keap's real endpoints, used unless overridden (the fake Keap overrides them).
+const (
+	DefaultAuthURL  = "https://accounts.infusionsoft.com/app/oauth/authorize"
+	DefaultTokenURL = "https://api.infusionsoft.com/token"
+	DefaultAPIURL   = "https://api.infusionsoft.com/crm/rest"
+)
+
+// Config is every setting keapsync reads. Defaults are noted per field.
+type Config struct {
+	DatabaseURL      string        // DATABASE_URL, required
+	KeapClientID     string        // KEAP_CLIENT_ID, required
+	KeapClientSecret seal.Secret   // KEAP_CLIENT_SECRET, required
+	KeapRedirectURI  string        // KEAP_REDIRECT_URI, required; https unless host is localhost/127.0.0.1
+	KeapAuthURL      string        // KEAP_AUTH_URL, default DefaultAuthURL
+	KeapTokenURL     string        // KEAP_TOKEN_URL, default DefaultTokenURL
+	KeapAPIURL       string        // KEAP_API_URL, default DefaultAPIURL
+	Keyring          *seal.Keyring // TOKEN_ENCRYPTION_KEYS, required
+	InternalAPIKey   seal.Secret   // INTERNAL_API_KEY, required, >= 16 chars
+	ListenAddr       string        // LISTEN_ADDR, default ":8080"
+	PublicBaseURL    string        // PUBLIC_BASE_URL, default "http://localhost:8080"
+	RefreshEvery     time.Duration // REFRESH_EVERY, default 21h
+	RefreshSkew      time.Duration // REFRESH_SKEW, default 5m
+	PoolerMode       string        // DB_POOLER_MODE, "session" (default) or "transaction"
+	OAuthSuccessURL  string        // OAUTH_SUCCESS_URL, optional: callback redirects there
+	SupabaseURL      string        // SUPABASE_URL, optional
+	SupabaseKey      seal.Secret   // SUPABASE_SERVICE_ROLE_KEY, optional
+	LogLevel         string        // LOG_LEVEL, default "info"
+	LogFormat        string        // LOG_FORMAT, "json" (default) or "text"
+	TokenCacheTTL    time.Duration // TOKEN_CACHE_TTL, default 30s; 0 turns the cache off
+	OAuthRateLimit   float64       // OAUTH_RATE_LIMIT, requests/second per client address on /oauth/*, default 20
+}
+
+// Load reads the environment through getenv.
+func Load(getenv func(string) string) (Config, error) {
+	l := loader{getenv: getenv}
+	c := Config{
+		DatabaseURL:      l.required("DATABASE_URL"),
+		KeapClientID:     l.required("KEAP_CLIENT_ID"),
+		KeapClientSecret: seal.Secret(l.required("KEAP_CLIENT_SECRET")),
+		KeapRedirectURI:  l.required("KEAP_REDIRECT_URI"),
+		KeapAuthURL:      l.optional("KEAP_AUTH_URL", DefaultAuthURL),
+		KeapTokenURL:     l.optional("KEAP_TOKEN_URL", DefaultTokenURL),
+		KeapAPIURL:       strings.TrimRight(l.optional("KEAP_API_URL", DefaultAPIURL), "/"),
+		InternalAPIKey:   seal.Secret(l.required("INTERNAL_API_KEY")),
+		ListenAddr:       l.optional("LISTEN_ADDR", ":8080"),
+		PublicBaseURL:    strings.TrimRight(l.optional("PUBLIC_BASE_URL", "http://localhost:8080"), "/"),
+		RefreshEvery:     l.duration("REFRESH_EVERY", 21*time.Hour),
+		RefreshSkew:      l.duration("REFRESH_SKEW", 5*time.Minute),
+		PoolerMode:       l.oneOf("DB_POOLER_MODE", "session", "session", "transaction"),
+		OAuthSuccessURL:  l.optional("OAUTH_SUCCESS_URL", ""),
+		SupabaseURL:      l.optional("SUPABASE_URL", ""),
+		SupabaseKey:      seal.Secret(l.optional("SUPABASE_SERVICE_ROLE_KEY", "")),
+		LogLevel:         l.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"),
+		LogFormat:        l.oneOf("LOG_FORMAT", "json", "json", "text"),
+		TokenCacheTTL:    l.duration("TOKEN_CACHE_TTL", 30*time.Second),
+		OAuthRateLimit:   l.float("OAUTH_RATE_LIMIT", 20),
+	}
+	if keys := l.required("TOKEN_ENCRYPTION_KEYS"); keys != "" {
+		ring, err := seal.ParseKeyring(keys)
+		if err != nil {
+			l.fail("TOKEN_ENCRYPTION_KEYS", err.Error())
+		}
+		c.Keyring = ring
+	}
+	if c.KeapRedirectURI != "" {
+		if err := CheckRedirectURI(c.KeapRedirectURI); err != nil {
+			l.fail("KEAP_REDIRECT_URI", err.Error())
+		}
+	}
+	if k := c.InternalAPIKey.Reveal(); k != "" && len(k) < 16 {
+		l.fail("INTERNAL_API_KEY", "must be at least 16 characters")
+	}
+	for _, name := range []string{"KEAP_AUTH_URL", "KEAP_TOKEN_URL", "KEAP_API_URL", "PUBLIC_BASE_URL"} {
+		if v := getenv(name); v != "" {
+			if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				l.fail(name, "must be an absolute http(s) URL")
+			}
+		}
+	}
+	if c.RefreshEvery <= c.RefreshSkew && l.err == nil {
+		l.fail("REFRESH_EVERY", "must be longer than REFRESH_SKEW")
+	}
+	return c, l.err
+}
+
+// CheckRedirectURI insists on https, except for loopback hosts used locally.
+func CheckRedirectURI(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return errors.New("must be an absolute URL")
+	}
+	switch {
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && (u.Hostname() == "localhost" || u.Hostname() == "127.0.0.1"):
+		return nil
+	default:
+		return errors.New("must use https (http only for localhost or 127.0.0.1)")
+	}
+}
+
+type loader struct {
+	getenv func(string) string
+	err    error
+}
+
+// fail records the first problem only: one line naming one variable.
+func (l *loader) fail(name, msg string) {
+	if l.err == nil {
+		l.err = fmt.Errorf("config: %s %s", name, msg)
+	}
+}
+
+func (l *loader) required(name string) string {
+	v := strings.TrimSpace(l.getenv(name))
+	if v == "" {
+		l.fail(name, "is required")
+	}
+	return v
+}
+
+func (l *loader) optional(name, def string) string {
+	if v := strings.TrimSpace(l.getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (l *loader) duration(name string, def time.Duration) time.Duration {
+	v := l.optional(name, "")
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		l.fail(name, "must be a non-negative Go duration such as 21h or 5m")
+	}
+	return d
+}
+
+func (l *loader) float(name string, def float64) float64 {
+	v := l.optional(name, "")
+	if v == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f <= 0 {
+		l.fail(name, "must be a positive number")
+	}
+	return f
+}
+
+func (l *loader) oneOf(name, def string, allowed ...string) string {
+	v := l.optional(name, def)
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	l.fail(name, "must be one of "+strings.Join(allowed, ", "))
+	return def
+}
