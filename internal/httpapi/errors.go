@@ -22,6 +22,7 @@ var statusByCode = map[string]int{
 	tokens.CodeAuthorizationDeny: http.StatusForbidden,
 	tokens.CodeAuthorizationFail: http.StatusBadRequest,
 	tokens.CodeCodeMissing:       http.StatusBadRequest,
+	tokens.CodeCodeRejected:      http.StatusBadRequest,
 	tokens.CodeExchangeFailed:    http.StatusBadGateway,
 	tokens.CodeTenantMismatch:    http.StatusConflict,
 	"invalid_json":               http.StatusBadRequest,

@@ -18,6 +18,7 @@ const (
 	CodeAuthorizationDeny = "authorization_denied"
 	CodeAuthorizationFail = "authorization_failed"
 	CodeCodeMissing       = "code_missing"
+	CodeCodeRejected      = "code_rejected"
 	CodeExchangeFailed    = "code_exchange_failed"
 	CodeTenantMismatch    = "tenant_mismatch"
 )

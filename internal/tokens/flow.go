@@ -94,7 +94,10 @@ func (c *Coordinator) Callback(ctx context.Context, p CallbackParams) (string, e
 	tok, err := c.o.Keap.Exchange(ctx, p.Code)
 	if err != nil {
 		c.log.WarnContext(ctx, "code exchange failed", "account_id", st.AccountID, "error", err)
-		return "", errf(CodeExchangeFailed, "keap did not accept the authorization code", err)
+		if ke, ok := keap.AsError(err); ok && ke.Kind == keap.Permanent {
+			return "", errf(CodeCodeRejected, "keap refused the authorization code; start again", err)
+		}
+		return "", errf(CodeExchangeFailed, "keap did not answer the code exchange; start again", err)
 	}
 	if tok.Scope == "" {
 		tok.Scope = p.Scope // Keap repeats the scope in the redirect

@@ -1,0 +1,403 @@
+// Command demo runs keapsync end to end on local ports: it starts the fake
+// Keap and `keapsync serve` as real processes against a fresh database,
+// walks the OAuth flow step by step, prints what happens, and stops
+// everything. Any failed step exits non-zero with the reason. `make demo`
+// runs it; tokens are printed only as short fingerprints.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func main() {
+	bin := flag.String("bin", "bin/keapsync", "keapsync binary")
+	adminURL := flag.String("admin-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "Postgres server to create the demo database on")
+	dbName := flag.String("db", "keapsync_demo", "demo database, dropped and created afresh")
+	flag.Parse()
+	d := &demo{bin: *bin, out: os.Stdout}
+	err := d.run(*adminURL, *dbName)
+	d.stopAll()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "\nDEMO FAILED: %v\n", err)
+		for _, p := range d.procs {
+			if p.log.Len() > 0 {
+				fmt.Fprintf(os.Stderr, "\n--- last output of %s ---\n%s\n", p.name, tail(p.log.String(), 20))
+			}
+		}
+		os.Exit(1)
+	}
+	fmt.Fprintln(os.Stdout, "\nDemo finished: every step passed.")
+}
+
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  *bytes.Buffer
+}
+
+type demo struct {
+	bin   string
+	out   io.Writer
+	env   []string
+	procs []*proc
+	step  int
+	api   string
+	key   string
+}
+
+func (d *demo) say(format string, args ...any) {
+	d.step++
+	fmt.Fprintf(d.out, "\n[%d] "+format+"\n", append([]any{d.step}, args...)...)
+}
+
+func (d *demo) detail(format string, args ...any) {
+	fmt.Fprintf(d.out, "    "+format+"\n", args...)
+}
+
+func (d *demo) run(adminURL, dbName string) error {
+	ctx := context.Background()
+	d.say("Preparing a fresh database %q", dbName)
+	dbURL, err := freshDatabase(ctx, adminURL, dbName)
+	if err != nil {
+		return err
+	}
+	apiPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	fakePort, err := freePort()
+	if err != nil {
+		return err
+	}
+	d.api = "http://127.0.0.1:" + apiPort
+	fake := "http://127.0.0.1:" + fakePort
+	d.key = randomString(24)
+	d.env = append(os.Environ(),
+		"DATABASE_URL="+dbURL,
+		"KEAP_CLIENT_ID=demo-client",
+		"KEAP_CLIENT_SECRET="+randomString(16),
+		"KEAP_REDIRECT_URI="+d.api+"/oauth/callback",
+		"KEAP_AUTH_URL="+fake+"/app/oauth/authorize",
+		"KEAP_TOKEN_URL="+fake+"/token",
+		"KEAP_API_URL="+fake+"/crm/rest",
+		"TOKEN_ENCRYPTION_KEYS=demo:"+base64.StdEncoding.EncodeToString(randomBytes(32)),
+		"INTERNAL_API_KEY="+d.key,
+		"LISTEN_ADDR=127.0.0.1:"+apiPort,
+		"PUBLIC_BASE_URL="+d.api,
+		"LOG_FORMAT=text",
+	)
+
+	d.say("keapsync migrate")
+	out, err := d.command("migrate")
+	if err != nil {
+		return fmt.Errorf("migrate: %w\n%s", err, out)
+	}
+	d.detail("%s", strings.ReplaceAll(strings.TrimSpace(lastLine(out)), "\n", "\n    "))
+
+	d.say("Starting the fake Keap on %s", fake)
+	if err := d.start("fake-keap", "fake-keap", "--addr", "127.0.0.1:"+fakePort); err != nil {
+		return err
+	}
+	if err := waitHTTP(fake+"/app/oauth/authorize", 10*time.Second, func(int) bool { return true }); err != nil {
+		return fmt.Errorf("fake keap did not start: %w", err)
+	}
+
+	d.say("Starting keapsync serve on %s", d.api)
+	if err := d.start("keapsync serve", "serve"); err != nil {
+		return err
+	}
+	if err := waitHTTP(d.api+"/readyz", 20*time.Second, func(s int) bool { return s == 200 }); err != nil {
+		return fmt.Errorf("keapsync serve did not become ready: %w", err)
+	}
+	d.detail("GET /readyz -> 200")
+
+	const account = "demo-acme"
+	d.say("POST /oauth/initiate {\"keap_account_id\":%q}", account)
+	var init struct {
+		URL       string `json:"authorization_url"`
+		State     string `json:"state"`
+		ExpiresAt string `json:"expires_at"`
+	}
+	if err := d.call("POST", "/oauth/initiate", `{"keap_account_id":"`+account+`"}`, 201, &init); err != nil {
+		return err
+	}
+	d.detail("authorization_url: %s", redactQuery(init.URL, "state"))
+	d.detail("state expires at:  %s", init.ExpiresAt)
+
+	d.say("Following the authorization URL (the fake Keap approves at once)")
+	loc, err := redirectOf(init.URL)
+	if err != nil {
+		return err
+	}
+	cb, err := url.Parse(loc)
+	if err != nil {
+		return err
+	}
+	if cb.Query().Get("state") != init.State {
+		return errors.New("keap redirected with a different state")
+	}
+	d.detail("302 -> %s%s with code=%s state=<same> scope=%s", cb.Host, cb.Path, fingerprint(cb.Query().Get("code")), cb.Query().Get("scope"))
+
+	d.say("GET /oauth/callback (browser lands back; keapsync checks the state, exchanges the code, stores the tokens)")
+	resp, err := http.Get(loc)
+	if err != nil {
+		return err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("callback answered %d: %s", resp.StatusCode, body)
+	}
+	d.detail("200: %s", "Keap account connected")
+
+	var first, refreshed, again tokenResponse
+	d.say("GET /oauth/token/%s", account)
+	if err := d.call("GET", "/oauth/token/"+account, "", 200, &first); err != nil {
+		return err
+	}
+	d.detail("access token %s, expires at %s", fingerprint(first.AccessToken), first.ExpiresAt)
+
+	d.say("POST /oauth/refresh/%s (force one refresh: Keap rotates both tokens)", account)
+	if err := d.call("POST", "/oauth/refresh/"+account, "", 200, &refreshed); err != nil {
+		return err
+	}
+	d.detail("new access token %s", fingerprint(refreshed.AccessToken))
+	if refreshed.AccessToken == first.AccessToken {
+		return errors.New("refresh returned the same access token")
+	}
+
+	d.say("GET /oauth/token/%s again", account)
+	if err := d.call("GET", "/oauth/token/"+account, "", 200, &again); err != nil {
+		return err
+	}
+	if again.AccessToken != refreshed.AccessToken {
+		return fmt.Errorf("token after refresh is %s, want the rotated %s", fingerprint(again.AccessToken), fingerprint(refreshed.AccessToken))
+	}
+	d.detail("access token %s: the rotated pair's new token", fingerprint(again.AccessToken))
+
+	d.say("GET /oauth/accounts/%s", account)
+	var status struct {
+		Account map[string]any   `json:"account"`
+		Events  []map[string]any `json:"events"`
+	}
+	if err := d.call("GET", "/oauth/accounts/"+account, "", 200, &status); err != nil {
+		return err
+	}
+	a := status.Account
+	d.detail("status=%v health=%v tenant=%v version=%v", a["status"], a["health"], a["tenant"], a["version"])
+	d.detail("next refresh at %v (%v)", a["next_refresh_at"], a["next_refresh_state"])
+	var kinds []string
+	for _, e := range status.Events {
+		kinds = append(kinds, fmt.Sprint(e["kind"]))
+	}
+	d.detail("audit trail (newest first): %s", strings.Join(kinds, ", "))
+	if a["health"] != "ok" {
+		return fmt.Errorf("account health is %v, want ok", a["health"])
+	}
+
+	d.say("keapsync accounts (the ops view)")
+	out, err = d.command("accounts")
+	if err != nil {
+		return fmt.Errorf("accounts: %w\n%s", err, out)
+	}
+	for _, line := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		d.detail("%s", line)
+	}
+
+	d.say("Stopping keapsync and the fake Keap")
+	return nil
+}
+
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresAt   string `json:"expires_at"`
+}
+
+func (d *demo) call(method, path, body string, want int, out any) error {
+	req, err := http.NewRequest(method, d.api+path, strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+d.key)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		return fmt.Errorf("%s %s answered %d, want %d: %s", method, path, resp.StatusCode, want, raw)
+	}
+	return json.Unmarshal(raw, out)
+}
+
+func (d *demo) command(args ...string) (string, error) {
+	cmd := exec.Command(d.bin, args...)
+	cmd.Env = d.env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (d *demo) start(name string, args ...string) error {
+	p := &proc{name: name, log: &bytes.Buffer{}}
+	p.cmd = exec.Command(d.bin, args...)
+	p.cmd.Env = d.env
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	d.procs = append(d.procs, p)
+	return nil
+}
+
+// stopAll sends SIGTERM (graceful shutdown) and waits, newest first.
+func (d *demo) stopAll() {
+	for i := len(d.procs) - 1; i >= 0; i-- {
+		p := d.procs[i]
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- p.cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				fmt.Fprintf(d.out, "    %s exited: %v\n", p.name, err)
+			} else {
+				fmt.Fprintf(d.out, "    %s stopped cleanly\n", p.name)
+			}
+		case <-time.After(20 * time.Second):
+			_ = p.cmd.Process.Kill()
+			fmt.Fprintf(d.out, "    %s killed after 20 s\n", p.name)
+		}
+	}
+	d.procs = nil
+}
+
+func freshDatabase(ctx context.Context, adminURL, name string) (string, error) {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return "", fmt.Errorf("connect to Postgres: %w", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		return "", err
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", err
+	}
+	u, err := url.Parse(adminURL)
+	if err != nil {
+		return "", err
+	}
+	u.Path = "/" + name
+	return u.String(), nil
+}
+
+func waitHTTP(u string, limit time.Duration, ok func(int) bool) error {
+	deadline := time.Now().Add(limit)
+	client := &http.Client{Timeout: time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	var last error
+	for time.Now().Before(deadline) {
+		resp, err := client.Get(u)
+		if err == nil {
+			resp.Body.Close()
+			if ok(resp.StatusCode) {
+				return nil
+			}
+			last = fmt.Errorf("status %d", resp.StatusCode)
+		} else {
+			last = err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return last
+}
+
+func redirectOf(u string) (string, error) {
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Get(u)
+	if err != nil {
+		return "", err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		return "", fmt.Errorf("authorize answered %d, want 302", resp.StatusCode)
+	}
+	return resp.Header.Get("Location"), nil
+}
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	_, port, err := net.SplitHostPort(ln.Addr().String())
+	return port, err
+}
+
+// fingerprint names a secret without revealing it.
+func fingerprint(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return "sha256:" + hex.EncodeToString(h[:4])
+}
+
+func redactQuery(raw, key string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable)"
+	}
+	q := u.Query()
+	if q.Has(key) {
+		q.Set(key, "HIDDEN")
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+func randomString(n int) string { return base64.RawURLEncoding.EncodeToString(randomBytes(n)) }
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > 3 {
+		return fmt.Sprintf("%d migrations applied, last: %s", len(lines), lines[len(lines)-1])
+	}
+	return strings.Join(lines, "\n")
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
