@@ -25,6 +25,11 @@ const Schema = "keapsync"
 // constant, outside the range tokens' per-account keys are likely to hit.
 const migrateLockKey int64 = 0x6b65617073796e63 // "keapsync"
 
+const schemaMigrationsTable = `CREATE TABLE IF NOT EXISTS keapsync.schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now())`
+
 type migration struct {
 	version int
 	name    string
@@ -105,8 +110,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) ([]strin
 	for _, v := range res.Versions {
 		applied = append(applied, fmt.Sprintf("river %03d %s", v.Version, v.Name))
 	}
-	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS keapsync.schema_migrations (
-		version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+	if _, err := conn.Exec(ctx, schemaMigrationsTable); err != nil {
 		return nil, err
 	}
 	for _, m := range ms {

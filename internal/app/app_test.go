@@ -1,0 +1,172 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/keapsync/keapsync/internal/app"
+	"github.com/keapsync/keapsync/internal/keaptest"
+	"github.com/keapsync/keapsync/internal/pgtest"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func getenv(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func run(t *testing.T, vars map[string]string, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errb syncBuffer
+	err := app.Run(context.Background(), app.Env{Args: args, Getenv: getenv(vars), Stdout: &out, Stderr: &errb})
+	return out.String(), errb.String(), err
+}
+
+func TestHelpOnEveryCommand(t *testing.T) {
+	t.Parallel()
+	for _, cmd := range []string{"serve", "migrate", "fake-keap", "accounts", "token"} {
+		out, _, err := run(t, nil, cmd, "--help")
+		require.NoError(t, err, cmd)
+		require.Contains(t, out, "Usage: keapsync "+cmd)
+	}
+	out, _, err := run(t, nil, "--help")
+	require.NoError(t, err)
+	require.Contains(t, out, "Commands:")
+	_, _, err = run(t, nil, "bogus")
+	require.ErrorIs(t, err, app.ErrUsage)
+	_, _, err = run(t, nil)
+	require.ErrorIs(t, err, app.ErrUsage)
+	_, _, err = run(t, nil, "token", "steal", "acme")
+	require.ErrorIs(t, err, app.ErrUsage)
+	_, _, err = run(t, nil, "serve", "--nope")
+	require.ErrorIs(t, err, app.ErrUsage)
+}
+
+func TestMissingConfigNamesTheVariable(t *testing.T) {
+	t.Parallel()
+	_, _, err := run(t, map[string]string{}, "serve")
+	require.ErrorContains(t, err, "DATABASE_URL")
+	_, _, err = run(t, map[string]string{}, "migrate")
+	require.ErrorContains(t, err, "DATABASE_URL")
+}
+
+// TestServeEndToEnd boots the real program on :0 against a fresh database
+// and the fake Keap, connects an account, reads its token through the CLI,
+// and shuts down gracefully.
+func TestServeEndToEnd(t *testing.T) {
+	t.Parallel()
+	h := keaptest.New(t, keaptest.Options{})
+	dbURL := pgtest.NewEmpty(t)
+	vars := map[string]string{
+		"DATABASE_URL": dbURL, "KEAP_CLIENT_ID": keaptest.ClientID, "KEAP_CLIENT_SECRET": keaptest.ClientSecret,
+		"KEAP_REDIRECT_URI": keaptest.RedirectURI, "TOKEN_ENCRYPTION_KEYS": keaptest.Keys,
+		"INTERNAL_API_KEY": "app-test-key-0123456789", "LISTEN_ADDR": "127.0.0.1:0",
+		"KEAP_AUTH_URL": h.FakeURL + "/app/oauth/authorize", "KEAP_TOKEN_URL": h.FakeURL + "/token", "KEAP_API_URL": h.FakeURL + "/crm/rest",
+	}
+	out, _, err := run(t, vars, "migrate")
+	require.NoError(t, err)
+	require.Contains(t, out, "002_ops_views.sql")
+	out, _, err = run(t, vars, "migrate")
+	require.NoError(t, err)
+	require.Contains(t, out, "already up to date")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	addr := make(chan string, 1)
+	var logs syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- app.Run(ctx, app.Env{Args: []string{"serve"}, Getenv: getenv(vars), Stdout: &logs, Stderr: &logs,
+			Ready: func(a string) { addr <- a }})
+	}()
+	var base string
+	select {
+	case a := <-addr:
+		base = "http://" + a
+	case err := <-done:
+		t.Fatalf("serve exited: %v\n%s", err, logs.String())
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not start")
+	}
+	resp, err := http.Get(base + "/readyz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+
+	req, _ := http.NewRequest("POST", base+"/oauth/initiate", strings.NewReader(`{"keap_account_id":"acme"}`))
+	req.Header.Set("Authorization", "Bearer app-test-key-0123456789")
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	var init struct {
+		URL string `json:"authorization_url"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&init))
+	resp.Body.Close()
+	require.Equal(t, 201, resp.StatusCode)
+
+	// The browser: Keap's authorize page redirects to our callback. The
+	// redirect URI names the real listener's port, so rewrite its host.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err = noFollow.Get(init.URL)
+	require.NoError(t, err)
+	resp.Body.Close()
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	require.NoError(t, err)
+	resp, err = http.Get(base + loc.Path + "?" + loc.RawQuery)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+
+	// The CLI shares the vault and the lock with the service.
+	out, _, err = run(t, vars, "token", "get", "acme")
+	require.NoError(t, err)
+	first := strings.TrimSpace(out)
+	require.True(t, h.Fake.AccessTokenLive(first))
+	out, _, err = run(t, vars, "token", "refresh", "acme")
+	require.NoError(t, err)
+	second := strings.TrimSpace(out)
+	require.NotEqual(t, first, second)
+	require.True(t, h.Fake.AccessTokenLive(second))
+
+	out, _, err = run(t, vars, "accounts")
+	require.NoError(t, err)
+	require.Regexp(t, `acme\s+ok\s+connected`, out)
+	out, _, err = run(t, vars, "accounts", "acme")
+	require.NoError(t, err)
+	require.Contains(t, out, `"kind": "refreshed"`)
+	_, _, err = run(t, vars, "accounts", "ghost")
+	require.ErrorContains(t, err, "not found")
+
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "graceful shutdown")
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not shut down")
+	}
+	require.Contains(t, logs.String(), "shutting down")
+	if leaked := h.LeakedSecrets(logs.String()); len(leaked) > 0 {
+		t.Fatalf("serve logged secrets: %v", leaked)
+	}
+}

@@ -1,0 +1,86 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/keapsync/keapsync/internal/config"
+)
+
+func env(overrides map[string]string) func(string) string {
+	base := map[string]string{
+		"DATABASE_URL":          "postgres://localhost/x",
+		"KEAP_CLIENT_ID":        "id",
+		"KEAP_CLIENT_SECRET":    "secret",
+		"KEAP_REDIRECT_URI":     "https://sync.example.com/oauth/callback",
+		"TOKEN_ENCRYPTION_KEYS": "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+		"INTERNAL_API_KEY":      "0123456789abcdef",
+	}
+	for k, v := range overrides {
+		base[k] = v
+	}
+	return func(k string) string { return base[k] }
+}
+
+func TestDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := config.Load(env(nil))
+	require.NoError(t, err)
+	require.Equal(t, 21*time.Hour, c.RefreshEvery)
+	require.Equal(t, 5*time.Minute, c.RefreshSkew)
+	require.Equal(t, ":8080", c.ListenAddr)
+	require.Equal(t, config.DefaultTokenURL, c.KeapTokenURL)
+	require.Equal(t, "session", c.PoolerMode)
+	require.Equal(t, "k1", c.Keyring.ActiveKeyID())
+}
+
+func TestEachProblemNamesItsVariable(t *testing.T) {
+	t.Parallel()
+	cases := map[string]map[string]string{
+		"DATABASE_URL":          {"DATABASE_URL": ""},
+		"KEAP_CLIENT_SECRET":    {"KEAP_CLIENT_SECRET": " "},
+		"KEAP_REDIRECT_URI":     {"KEAP_REDIRECT_URI": "http://sync.example.com/cb"},
+		"TOKEN_ENCRYPTION_KEYS": {"TOKEN_ENCRYPTION_KEYS": "k1:short"},
+		"INTERNAL_API_KEY":      {"INTERNAL_API_KEY": "short"},
+		"REFRESH_EVERY":         {"REFRESH_EVERY": "often"},
+		"DB_POOLER_MODE":        {"DB_POOLER_MODE": "statement"},
+		"KEAP_TOKEN_URL":        {"KEAP_TOKEN_URL": "ftp://x"},
+		"OAUTH_RATE_LIMIT":      {"OAUTH_RATE_LIMIT": "-1"},
+		"LOG_LEVEL":             {"LOG_LEVEL": "loud"},
+	}
+	for name, o := range cases {
+		_, err := config.Load(env(o))
+		require.Error(t, err, name)
+		require.Contains(t, err.Error(), name)
+		require.NotContains(t, err.Error(), "\n", "one line")
+		require.NotContains(t, err.Error(), "secret")
+	}
+	_, err := config.Load(env(map[string]string{"REFRESH_EVERY": "1m", "REFRESH_SKEW": "5m"}))
+	require.ErrorContains(t, err, "REFRESH_EVERY")
+}
+
+func TestRedirectURI(t *testing.T) {
+	t.Parallel()
+	for uri, ok := range map[string]bool{
+		"https://sync.example.com/oauth/callback": true,
+		"http://localhost:8080/oauth/callback":    true,
+		"http://127.0.0.1:8080/oauth/callback":    true,
+		"http://sync.example.com/oauth/callback":  false,
+		"http://localhost.evil.com/cb":            false,
+		"/oauth/callback":                         false,
+		"javascript:alert(1)":                     false,
+	} {
+		err := config.CheckRedirectURI(uri)
+		require.Equal(t, ok, err == nil, uri)
+	}
+}
+
+func TestSecretsDoNotPrint(t *testing.T) {
+	t.Parallel()
+	c, err := config.Load(env(map[string]string{"KEAP_CLIENT_SECRET": "very-secret-value"}))
+	require.NoError(t, err)
+	require.False(t, strings.Contains(c.KeapClientSecret.String(), "very-secret-value"))
+}
