@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// 429 bodies, byte for byte the throttle_429_*.json files in /work/shared/keap/fixtures/.
+// 429 bodies, byte for byte the throttle_429_*.json files in testdata/keap/ (copies of the shared Keap fixtures).
 const (
 	// Throttle429QuotaNew is Keap's newer quota answer, the ThrottleNext default.
 	Throttle429QuotaNew = `{"code": "429", "message": "Quota Exceeded", "status": "Request Throttled", "details": null}`

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// Token endpoint error bodies, byte for byte the files in /work/shared/keap/fixtures/.
+// Token endpoint error bodies, byte for byte the files in testdata/keap/ (copies of the shared Keap fixtures).
 const (
 	// TokenErrorJSONBody is token_error_json_body.json: the answer to a non-form token request.
 	TokenErrorJSONBody = `{"error": "invalid_request", "error_description": "response_type or grant_type is required"}`
