@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make test: go vet, then every test with the race detector against real
-# Postgres (each test creates and drops its own database), then coverage of
-# the packages that guard tokens, which must each stay at or above 80%.
+# Postgres (each test creates and drops its own database), a short fuzz of
+# the webhook parser, then coverage of the packages that guard tokens, which
+# must each stay at or above 80%.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TEST_DATABASE_URL=$(scripts/db.sh url)
@@ -10,6 +11,8 @@ echo "== go vet"
 go vet ./...
 echo "== go test -race (Postgres: $(printf '%s' "$TEST_DATABASE_URL" | sed -E 's#//[^@/]*@#//***@#'))"
 go test -race -count=1 -timeout 15m -coverprofile=coverage.out ./...
+echo "== fuzzing the webhook delivery parser for 5 s"
+go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 5s ./internal/inbox/
 echo "== coverage of the token, keap and seal packages (minimum 80%)"
 fail=0
 for pkg in tokens keap seal; do

@@ -224,8 +224,119 @@ func (d *demo) run(adminURL, dbName string) error {
 		d.detail("%s", line)
 	}
 
+	if err := d.contactLifecycle(ctx, dbURL, fake, account); err != nil {
+		return err
+	}
+
 	d.say("Stopping keapsync and the fake Keap")
 	return nil
+}
+
+// contactLifecycle subscribes REST hooks, then creates, edits and deletes a
+// contact in the fake Keap, and follows each change into public.keap_contacts.
+func (d *demo) contactLifecycle(ctx context.Context, dbURL, fake, account string) error {
+	d.say("POST /hooks/%s (Keap verifies our receiver while each hook is created)", account)
+	var subs struct {
+		Subscriptions []struct {
+			Key      string `json:"key"`
+			EventKey string `json:"event_key"`
+			Status   string `json:"status"`
+		} `json:"subscriptions"`
+	}
+	if err := d.call("POST", "/hooks/"+account, `{"events":["contact.add","contact.edit","contact.delete"]}`, 201, &subs); err != nil {
+		return err
+	}
+	for _, s := range subs.Subscriptions {
+		d.detail("hook %s %-15s %s", s.Key, s.EventKey, s.Status)
+		if s.Status != "Verified" {
+			return fmt.Errorf("hook for %s is %s, want Verified", s.EventKey, s.Status)
+		}
+	}
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+
+	d.say("Creating a contact in the fake Keap, then letting Keap deliver the hook")
+	var created struct {
+		ID int64 `json:"id"`
+	}
+	if err := fakeCall(fake, "POST", "/_fake/contacts", `{"given_name":"Ada","family_name":"Lovelace","email_addresses":[{"email":"ada@example.com","field":"EMAIL1"}]}`, &created); err != nil {
+		return err
+	}
+	d.detail("contact %d created; delivering contact.add", created.ID)
+	if err := d.deliverAndWait(ctx, conn, fake, account, created.ID, func(c contactRow) bool { return c.GivenName == "Ada" }); err != nil {
+		return err
+	}
+
+	d.say("Editing the contact in the fake Keap")
+	if err := fakeCall(fake, "POST", "/_fake/contacts", fmt.Sprintf(`{"id":%d,"given_name":"Ada K."}`, created.ID), nil); err != nil {
+		return err
+	}
+	if err := d.deliverAndWait(ctx, conn, fake, account, created.ID, func(c contactRow) bool { return c.GivenName == "Ada K." }); err != nil {
+		return err
+	}
+
+	d.say("Deleting the contact in the fake Keap")
+	if err := fakeCall(fake, "DELETE", fmt.Sprintf("/_fake/contacts/%d", created.ID), "", nil); err != nil {
+		return err
+	}
+	return d.deliverAndWait(ctx, conn, fake, account, created.ID, func(c contactRow) bool { return c.DeletedAt != nil })
+}
+
+type contactRow struct {
+	GivenName, Email string
+	UpdatedAt        *time.Time
+	DeletedAt        *time.Time
+}
+
+func (d *demo) deliverAndWait(ctx context.Context, conn *pgx.Conn, fake, account string, id int64, done func(contactRow) bool) error {
+	var res struct {
+		Posts int `json:"posts"`
+	}
+	if err := fakeCall(fake, "POST", "/_fake/deliver", "", &res); err != nil {
+		return err
+	}
+	d.detail("keap POSTed %d delivery to /webhooks/keap/%s/<secret>", res.Posts, account)
+	deadline := time.Now().Add(15 * time.Second)
+	var c contactRow
+	for time.Now().Before(deadline) {
+		err := conn.QueryRow(ctx, `SELECT coalesce(given_name, ''), coalesce(email, ''), keap_updated_at, deleted_at
+			FROM public.keap_contacts WHERE account_id = $1 AND keap_id = $2`, account, id).Scan(&c.GivenName, &c.Email, &c.UpdatedAt, &c.DeletedAt)
+		if err == nil && done(c) {
+			deleted := "-"
+			if c.DeletedAt != nil {
+				deleted = c.DeletedAt.UTC().Format(time.RFC3339)
+			}
+			d.detail("public.keap_contacts: keap_id=%d given_name=%q email=%q keap_updated_at=%s deleted_at=%s",
+				id, c.GivenName, c.Email, c.UpdatedAt.UTC().Format(time.RFC3339Nano), deleted)
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("contact %d did not reach public.keap_contacts in the expected state within 15 s (last seen: %+v)", id, c)
+}
+
+func fakeCall(base, method, path, body string, out any) error {
+	req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("fake keap %s %s answered %d: %s", method, path, resp.StatusCode, raw)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(raw, out)
 }
 
 type tokenResponse struct {

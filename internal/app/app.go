@@ -18,6 +18,8 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/keapsync/keapsync/internal/config"
+	"github.com/keapsync/keapsync/internal/hooks"
+	"github.com/keapsync/keapsync/internal/inbox"
 	"github.com/keapsync/keapsync/internal/jobs"
 	"github.com/keapsync/keapsync/internal/keap"
 	"github.com/keapsync/keapsync/internal/store"
@@ -44,6 +46,7 @@ Commands:
   fake-keap   run the fake Keap (OAuth, REST, hooks) for local development
   accounts    list accounts and their health, or show one
   token       print or force-refresh an account's access token
+  hooks       subscribe, list or unsubscribe an account's Keap REST hooks
 
 Run "keapsync <command> --help" for a command's flags.
 Configuration comes from the environment: see .env.example.
@@ -73,6 +76,8 @@ func Run(ctx context.Context, env Env) error {
 		return runAccounts(ctx, env, args)
 	case "token":
 		return runToken(ctx, env, args)
+	case "hooks":
+		return runHooks(ctx, env, args)
 	}
 	fmt.Fprint(env.Stderr, usage)
 	return fmt.Errorf("%w: unknown command %q", ErrUsage, cmd)
@@ -141,6 +146,8 @@ type core struct {
 	store  *store.Store
 	river  *river.Client[pgx.Tx]
 	tokens *tokens.Coordinator
+	inbox  *inbox.Inbox
+	hooks  *hooks.Manager
 	reg    *prometheus.Registry
 }
 
@@ -170,6 +177,7 @@ func newCore(ctx context.Context, env Env, periodic bool) (*core, error) {
 	kc := keap.New(keap.Options{
 		ClientID: cfg.KeapClientID, ClientSecret: cfg.KeapClientSecret, RedirectURI: cfg.KeapRedirectURI,
 		AuthURL: cfg.KeapAuthURL, TokenURL: cfg.KeapTokenURL, APIURL: cfg.KeapAPIURL,
+		RatePerSecond: cfg.KeapRatePerSecond, RatePerMinute: cfg.KeapRatePerMinute,
 	})
 	coord := tokens.New(tokens.Options{
 		Pool: pool, Store: st, Keap: kc, Keyring: cfg.Keyring, Scheduler: jobs.Scheduler{Client: rc},
@@ -177,5 +185,7 @@ func newCore(ctx context.Context, env Env, periodic bool) (*core, error) {
 		RefreshEvery: cfg.RefreshEvery, Skew: cfg.RefreshSkew, CacheTTL: cfg.TokenCacheTTL,
 	})
 	deps.Tokens = coord
-	return &core{cfg: cfg, log: log, pool: pool, store: st, river: rc, tokens: coord, reg: reg}, nil
+	deps.Inbox = &inbox.Inbox{Pool: pool, Store: st, Enqueuer: jobs.Scheduler{Client: rc}, Tokens: coord, Keap: kc, Logger: log}
+	deps.Hooks = &hooks.Manager{Pool: pool, Store: st, Tokens: coord, Keap: kc, Keyring: cfg.Keyring, PublicBaseURL: cfg.PublicBaseURL, Logger: log}
+	return &core{cfg: cfg, log: log, pool: pool, store: st, river: rc, tokens: coord, inbox: deps.Inbox, hooks: deps.Hooks, reg: reg}, nil
 }

@@ -46,7 +46,7 @@ func run(t *testing.T, vars map[string]string, args ...string) (string, string, 
 
 func TestHelpOnEveryCommand(t *testing.T) {
 	t.Parallel()
-	for _, cmd := range []string{"serve", "migrate", "fake-keap", "accounts", "token"} {
+	for _, cmd := range []string{"serve", "migrate", "fake-keap", "accounts", "token", "hooks"} {
 		out, _, err := run(t, nil, cmd, "--help")
 		require.NoError(t, err, cmd)
 		require.Contains(t, out, "Usage: keapsync "+cmd)
@@ -139,6 +139,7 @@ func TestServeEndToEnd(t *testing.T) {
 	require.Equal(t, 200, resp.StatusCode)
 
 	// The CLI shares the vault and the lock with the service.
+	pool := pgtest.Pool(t, dbURL)
 	out, _, err = run(t, vars, "token", "get", "acme")
 	require.NoError(t, err)
 	first := strings.TrimSpace(out)
@@ -157,6 +158,29 @@ func TestServeEndToEnd(t *testing.T) {
 	require.Contains(t, out, `"kind": "refreshed"`)
 	_, _, err = run(t, vars, "accounts", "ghost")
 	require.ErrorContains(t, err, "not found")
+
+	// Hooks through the CLI, verified live against the running service,
+	// then a contact flows from the fake Keap into public.keap_contacts.
+	vars["PUBLIC_BASE_URL"] = base
+	out, _, err = run(t, vars, "hooks", "subscribe", "acme", "--events", "contact.add,contact.edit")
+	require.NoError(t, err)
+	require.Regexp(t, `contact\.add\s+Verified`, out)
+	out, _, err = run(t, vars, "hooks", "list", "acme")
+	require.NoError(t, err)
+	require.Regexp(t, `contact\.edit\s+Verified`, out)
+	_, _, err = run(t, vars, "hooks", "subscribe", "acme", "--events", "not an event")
+	require.ErrorIs(t, err, app.ErrUsage)
+	id := h.Fake.PutContact(map[string]any{"given_name": "Lin"})
+	_, err = h.Fake.Deliver(context.Background())
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		var name string
+		err := pool.QueryRow(context.Background(), "SELECT given_name FROM public.keap_contacts WHERE keap_id = $1", id).Scan(&name)
+		return err == nil && name == "Lin"
+	}, 15*time.Second, 50*time.Millisecond)
+	out, _, err = run(t, vars, "hooks", "unsubscribe", "acme")
+	require.NoError(t, err)
+	require.Contains(t, out, "removed 2")
 
 	cancel()
 	select {

@@ -11,7 +11,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/keapsync/keapsync/internal/hooks"
 	"github.com/keapsync/keapsync/internal/httpapi"
+	"github.com/keapsync/keapsync/internal/keap"
 	"github.com/keapsync/keapsync/internal/keapfake"
 	"github.com/keapsync/keapsync/internal/store"
 )
@@ -31,7 +33,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	}
 	srv := &http.Server{
 		Handler: httpapi.NewServer(httpapi.Deps{
-			Pool: c.pool, Store: c.store, Tokens: c.tokens, Logger: c.log, APIKey: c.cfg.InternalAPIKey,
+			Pool: c.pool, Store: c.store, Tokens: c.tokens, Hooks: c.hooks, Inbox: c.inbox, Logger: c.log, APIKey: c.cfg.InternalAPIKey,
 			OAuthSuccessURL: c.cfg.OAuthSuccessURL, OAuthRateLimit: c.cfg.OAuthRateLimit,
 			Gatherer: c.reg, Registerer: c.reg,
 		}),
@@ -246,4 +248,65 @@ func runToken(ctx context.Context, env Env, args []string) error {
 	fmt.Fprintln(env.Stdout, tok.AccessToken.Reveal())
 	fmt.Fprintf(env.Stderr, "expires_at %s version %d\n", tok.ExpiresAt.UTC().Format(time.RFC3339), tok.Version)
 	return nil
+}
+
+func runHooks(ctx context.Context, env Env, args []string) error {
+	fs := flags(env, "hooks", "hooks subscribe|list|unsubscribe ACCOUNT_ID [--events contact.add,contact.edit,contact.delete]\n\nManages the account's Keap REST hooks. subscribe creates one hook per event\n(Keap verifies PUBLIC_BASE_URL/webhooks/keap/... while it does, so keapsync serve\nmust be reachable there); list shows them with Keap's current status;\nunsubscribe deletes them at Keap.")
+	events := fs.String("events", strings.Join(hooks.DefaultEvents, ","), "comma-separated event keys for subscribe")
+	if done, err := parse(fs, args); done || err != nil {
+		return err
+	}
+	// Accept flags after the positional arguments too: hooks subscribe acme --events x.
+	rest := fs.Args()
+	if len(rest) > 2 {
+		if err := fs.Parse(rest[2:]); err != nil {
+			return fmt.Errorf("%w: %v", ErrUsage, err)
+		}
+		rest = rest[:2]
+	}
+	if len(rest) != 2 || (rest[0] != "subscribe" && rest[0] != "list" && rest[0] != "unsubscribe") {
+		fs.Usage()
+		return fmt.Errorf("%w: want hooks subscribe|list|unsubscribe ACCOUNT_ID", ErrUsage)
+	}
+	verb, id := rest[0], rest[1]
+	if !httpapi.AccountIDPattern.MatchString(id) {
+		return fmt.Errorf("%w: account id must match [A-Za-z0-9._-]{1,128}", ErrUsage)
+	}
+	c, err := newCore(ctx, env, false)
+	if err != nil {
+		return err
+	}
+	defer c.pool.Close()
+	var subs []store.HookSubscription
+	switch verb {
+	case "subscribe":
+		var list []string
+		for _, e := range strings.Split(*events, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				if !keap.EventKeyPattern.MatchString(e) {
+					return fmt.Errorf("%w: %q is not an event key such as contact.add", ErrUsage, e)
+				}
+				list = append(list, e)
+			}
+		}
+		subs, err = c.hooks.Subscribe(ctx, id, list)
+	case "list":
+		subs, err = c.hooks.List(ctx, id)
+	case "unsubscribe":
+		var n int
+		n, err = c.hooks.Unsubscribe(ctx, id)
+		if err == nil {
+			fmt.Fprintf(env.Stdout, "removed %d hook(s)\n", n)
+		}
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY\tEVENT\tSTATUS\tLAST VERIFY")
+	for _, s := range subs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.KeapKey, s.EventKey, s.Status, deref(s.LastVerifyResult))
+	}
+	return tw.Flush()
 }

@@ -44,32 +44,38 @@ type Config struct {
 	LogFormat        string        // LOG_FORMAT, "json" (default) or "text"
 	TokenCacheTTL    time.Duration // TOKEN_CACHE_TTL, default 30s; 0 turns the cache off
 	OAuthRateLimit   float64       // OAUTH_RATE_LIMIT, requests/second per client address on /oauth/*, default 20
+	// KEAP_RATE_PER_SECOND / KEAP_RATE_PER_MINUTE bound this process's calls
+	// to Keap's REST API, defaults 20 and 1400 (Keap: ~25/s, 1,500/min per client id).
+	KeapRatePerSecond float64
+	KeapRatePerMinute float64
 }
 
 // Load reads the environment through getenv.
 func Load(getenv func(string) string) (Config, error) {
 	l := loader{getenv: getenv}
 	c := Config{
-		DatabaseURL:      l.required("DATABASE_URL"),
-		KeapClientID:     l.required("KEAP_CLIENT_ID"),
-		KeapClientSecret: seal.Secret(l.required("KEAP_CLIENT_SECRET")),
-		KeapRedirectURI:  l.required("KEAP_REDIRECT_URI"),
-		KeapAuthURL:      l.optional("KEAP_AUTH_URL", DefaultAuthURL),
-		KeapTokenURL:     l.optional("KEAP_TOKEN_URL", DefaultTokenURL),
-		KeapAPIURL:       strings.TrimRight(l.optional("KEAP_API_URL", DefaultAPIURL), "/"),
-		InternalAPIKey:   seal.Secret(l.required("INTERNAL_API_KEY")),
-		ListenAddr:       l.optional("LISTEN_ADDR", ":8080"),
-		PublicBaseURL:    strings.TrimRight(l.optional("PUBLIC_BASE_URL", "http://localhost:8080"), "/"),
-		RefreshEvery:     l.duration("REFRESH_EVERY", 21*time.Hour),
-		RefreshSkew:      l.duration("REFRESH_SKEW", 5*time.Minute),
-		PoolerMode:       l.oneOf("DB_POOLER_MODE", "session", "session", "transaction"),
-		OAuthSuccessURL:  l.optional("OAUTH_SUCCESS_URL", ""),
-		SupabaseURL:      l.optional("SUPABASE_URL", ""),
-		SupabaseKey:      seal.Secret(l.optional("SUPABASE_SERVICE_ROLE_KEY", "")),
-		LogLevel:         l.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"),
-		LogFormat:        l.oneOf("LOG_FORMAT", "json", "json", "text"),
-		TokenCacheTTL:    l.duration("TOKEN_CACHE_TTL", 30*time.Second),
-		OAuthRateLimit:   l.float("OAUTH_RATE_LIMIT", 20),
+		DatabaseURL:       l.required("DATABASE_URL"),
+		KeapClientID:      l.required("KEAP_CLIENT_ID"),
+		KeapClientSecret:  seal.Secret(l.required("KEAP_CLIENT_SECRET")),
+		KeapRedirectURI:   l.required("KEAP_REDIRECT_URI"),
+		KeapAuthURL:       l.optional("KEAP_AUTH_URL", DefaultAuthURL),
+		KeapTokenURL:      l.optional("KEAP_TOKEN_URL", DefaultTokenURL),
+		KeapAPIURL:        strings.TrimRight(l.optional("KEAP_API_URL", DefaultAPIURL), "/"),
+		InternalAPIKey:    seal.Secret(l.required("INTERNAL_API_KEY")),
+		ListenAddr:        l.optional("LISTEN_ADDR", ":8080"),
+		PublicBaseURL:     strings.TrimRight(l.optional("PUBLIC_BASE_URL", "http://localhost:8080"), "/"),
+		RefreshEvery:      l.duration("REFRESH_EVERY", 21*time.Hour),
+		RefreshSkew:       l.duration("REFRESH_SKEW", 5*time.Minute),
+		PoolerMode:        l.oneOf("DB_POOLER_MODE", "session", "session", "transaction"),
+		OAuthSuccessURL:   l.optional("OAUTH_SUCCESS_URL", ""),
+		SupabaseURL:       l.optional("SUPABASE_URL", ""),
+		SupabaseKey:       seal.Secret(l.optional("SUPABASE_SERVICE_ROLE_KEY", "")),
+		LogLevel:          l.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"),
+		LogFormat:         l.oneOf("LOG_FORMAT", "json", "json", "text"),
+		TokenCacheTTL:     l.duration("TOKEN_CACHE_TTL", 30*time.Second),
+		OAuthRateLimit:    l.float("OAUTH_RATE_LIMIT", 20),
+		KeapRatePerSecond: l.float("KEAP_RATE_PER_SECOND", 20),
+		KeapRatePerMinute: l.float("KEAP_RATE_PER_MINUTE", 1400),
 	}
 	if keys := l.required("TOKEN_ENCRYPTION_KEYS"); keys != "" {
 		ring, err := seal.ParseKeyring(keys)

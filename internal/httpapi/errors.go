@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/keapsync/keapsync/internal/keap"
 	"github.com/keapsync/keapsync/internal/tokens"
 )
 
@@ -26,6 +27,12 @@ var statusByCode = map[string]int{
 	tokens.CodeExchangeFailed:    http.StatusBadGateway,
 	tokens.CodeTenantMismatch:    http.StatusConflict,
 	"invalid_json":               http.StatusBadRequest,
+	"invalid_event_key":          http.StatusBadRequest,
+	"invalid_object_keys":        http.StatusBadRequest,
+	"invalid_object_id":          http.StatusBadRequest,
+	"invalid_timestamp":          http.StatusBadRequest,
+	"too_many_objects":           http.StatusBadRequest,
+	"invalid_hook_secret":        http.StatusBadRequest,
 	"invalid_account_id":         http.StatusBadRequest,
 	"unauthorized":               http.StatusUnauthorized,
 	"body_too_large":             http.StatusRequestEntityTooLarge,
@@ -33,6 +40,7 @@ var statusByCode = map[string]int{
 	"not_found":                  http.StatusNotFound,
 	"method_not_allowed":         http.StatusMethodNotAllowed,
 	"not_ready":                  http.StatusServiceUnavailable,
+	"keap_error":                 http.StatusBadGateway,
 	"internal":                   http.StatusInternalServerError,
 }
 
@@ -59,6 +67,12 @@ func toAPIError(err error) *apiError {
 			out.RetryAfter = max(1, int(te.RetryAfter.Seconds()+0.999))
 		}
 		return out
+	}
+	if ke, ok := keap.AsError(err); ok {
+		if ke.Kind == keap.Permanent {
+			return &apiError{Code: "keap_error", Message: ke.Error()}
+		}
+		return &apiError{Code: tokens.CodeKeapUnavailable, Message: ke.Error(), RetryAfter: max(1, int(ke.RetryAfter.Seconds()))}
 	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {

@@ -34,5 +34,12 @@ func (s *Server) routes() http.Handler {
 	r.Handle("/oauth/accounts/{account}", s.rateLimit(s.bearer(s.handleAccount()))).Methods(http.MethodGet)
 	r.Handle("/oauth/accounts/{account}", s.rateLimit(s.bearer(s.handleDisconnect()))).Methods(http.MethodDelete)
 
+	// Keap's REST hooks: the secret in the path is the only credential Keap
+	// can carry. Hook management is internal.
+	r.Handle("/webhooks/keap/{account}/{secret}", s.handleWebhook()).Methods(http.MethodPost)
+	r.Handle("/hooks/{account}", s.rateLimit(s.bearer(s.handleSubscribe()))).Methods(http.MethodPost)
+	r.Handle("/hooks/{account}", s.rateLimit(s.bearer(s.handleListHooks()))).Methods(http.MethodGet)
+	r.Handle("/hooks/{account}", s.rateLimit(s.bearer(s.handleUnsubscribe()))).Methods(http.MethodDelete)
+
 	return s.recoverer(s.logRequests(s.limitBody(r)))
 }

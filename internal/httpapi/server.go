@@ -1,5 +1,6 @@
 // Package httpapi is keapsync's HTTP surface: the OAuth flow, token hand-out
-// to internal callers, account status, health and metrics. routes.go lists
+// to internal callers, account status, Keap's REST hooks and their
+// management, health and metrics. routes.go lists
 // the whole API; handlers only translate between HTTP and internal/tokens.
 package httpapi
 
@@ -20,6 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/keapsync/keapsync/internal/hooks"
+	"github.com/keapsync/keapsync/internal/inbox"
 	"github.com/keapsync/keapsync/internal/seal"
 	"github.com/keapsync/keapsync/internal/store"
 	"github.com/keapsync/keapsync/internal/tokens"
@@ -36,6 +39,8 @@ type Deps struct {
 	Pool            *pgxpool.Pool
 	Store           *store.Store
 	Tokens          *tokens.Coordinator
+	Hooks           *hooks.Manager
+	Inbox           *inbox.Inbox
 	Logger          *slog.Logger
 	APIKey          seal.Secret
 	OAuthSuccessURL string

@@ -1,5 +1,6 @@
-// Package jobs holds keapsync's River workers (refresh_token and the
-// periodic refresh_sweeper) and builds the River client that runs them.
+// Package jobs holds keapsync's River workers (refresh_token, the periodic
+// refresh_sweeper, process_webhook_event and the periodic hook_health) and
+// builds the River client that runs them.
 // Jobs are inserted in the same transaction as the data they act on.
 package jobs
 
@@ -15,6 +16,8 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/keapsync/keapsync/internal/hooks"
+	"github.com/keapsync/keapsync/internal/inbox"
 	"github.com/keapsync/keapsync/internal/keap"
 	"github.com/keapsync/keapsync/internal/store"
 	"github.com/keapsync/keapsync/internal/tokens"
@@ -56,6 +59,8 @@ type Deps struct {
 	Pool   *pgxpool.Pool
 	Store  *store.Store
 	Tokens *tokens.Coordinator
+	Inbox  *inbox.Inbox
+	Hooks  *hooks.Manager
 	Logger *slog.Logger
 	Now    func() time.Time
 	Skew   time.Duration
@@ -77,6 +82,8 @@ func NewClient(d *Deps, o Options) (*river.Client[pgx.Tx], error) {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &refreshWorker{d: d})
 	river.AddWorker(workers, &sweepWorker{d: d})
+	river.AddWorker(workers, &webhookWorker{d: d})
+	river.AddWorker(workers, &hookHealthWorker{d: d})
 	cfg := &river.Config{
 		Schema:   store.Schema,
 		Logger:   d.Logger,
@@ -89,6 +96,10 @@ func NewClient(d *Deps, o Options) (*river.Client[pgx.Tx], error) {
 			river.PeriodicInterval(SweepEvery),
 			func() (river.JobArgs, *river.InsertOpts) { return RefreshSweeperArgs{}, nil },
 			&river.PeriodicJobOpts{ID: "refresh_sweeper", RunOnStart: true},
+		), river.NewPeriodicJob(
+			river.PeriodicInterval(HookHealthEvery),
+			func() (river.JobArgs, *river.InsertOpts) { return HookHealthArgs{}, nil },
+			&river.PeriodicJobOpts{ID: "hook_health"},
 		)}
 	}
 	return river.NewClient(riverpgxv5.New(d.Pool), cfg)

@@ -2,11 +2,13 @@ package jobs_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/keapsync/keapsync/internal/inbox"
 	"github.com/keapsync/keapsync/internal/jobs"
 	"github.com/keapsync/keapsync/internal/keaptest"
 )
@@ -100,4 +102,32 @@ func TestRefreshJobRunsThroughRiver(t *testing.T) {
 		}
 		return false
 	}, 5*time.Second, 50*time.Millisecond)
+}
+
+func TestWebhookJobSnoozesWhileReauthRequired(t *testing.T) {
+	t.Parallel()
+	h := keaptest.New(t, keaptest.Options{})
+	h.Connect("acme")
+	_, err := h.Pool.Exec(ctx, "UPDATE keapsync.accounts SET status = 'reauth_required'")
+	require.NoError(t, err)
+	id := h.Fake.PutContact(map[string]any{"given_name": "Ada"})
+	d, err := inbox.Parse([]byte(fmt.Sprintf(`{"event_key":"contact.add","object_keys":[{"id":%d}]}`, id)))
+	require.NoError(t, err)
+	_, _, err = h.Inbox.Ingest(ctx, "acme", d)
+	require.NoError(t, err)
+
+	require.NoError(t, h.River.Start(ctx))
+	t.Cleanup(func() { _ = h.River.Stop(context.Background()) })
+	require.Eventually(t, func() bool {
+		var state string
+		var attempt int
+		err := h.Pool.QueryRow(ctx, `SELECT state::text, attempt FROM keapsync.river_job WHERE kind = 'process_webhook_event'`).Scan(&state, &attempt)
+		return err == nil && state == "scheduled"
+	}, 15*time.Second, 50*time.Millisecond, "the job snoozes instead of failing")
+	var status string
+	require.NoError(t, h.Pool.QueryRow(ctx, `SELECT status FROM keapsync.webhook_events`).Scan(&status))
+	require.Equal(t, "pending", status)
+	var scheduled time.Time
+	require.NoError(t, h.Pool.QueryRow(ctx, `SELECT scheduled_at FROM keapsync.river_job WHERE kind = 'process_webhook_event'`).Scan(&scheduled))
+	require.WithinDuration(t, time.Now().Add(5*time.Minute), scheduled, time.Minute)
 }

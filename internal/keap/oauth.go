@@ -27,6 +27,11 @@ type Options struct {
 	HTTPClient   *http.Client     // default: a client with Timeout
 	Timeout      time.Duration    // bound on one token request, default 15s
 	Now          func() time.Time // default time.Now
+	// RatePerSecond and RatePerMinute bound REST calls of this process,
+	// defaults 20 and 1,400: under Keap's 25/s spike arrest and 1,500/min
+	// quota, which every tenant of the client id shares.
+	RatePerSecond float64
+	RatePerMinute float64
 }
 
 // Client is safe for concurrent use. It keeps no tokens: each refresh is
@@ -34,6 +39,7 @@ type Options struct {
 // x/oauth2's TokenSource never reports a rotated refresh token.
 type Client struct {
 	opts     Options
+	limit    *limiter
 	exchange oauth2.Config // credentials in the body, as Keap's code exchange expects
 	refresh  oauth2.Config // credentials in Authorization: Basic, as Keap's refresh expects
 }
@@ -49,6 +55,12 @@ func New(o Options) *Client {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.RatePerSecond <= 0 {
+		o.RatePerSecond = 20
+	}
+	if o.RatePerMinute <= 0 {
+		o.RatePerMinute = 1400
+	}
 	o.APIURL = strings.TrimRight(o.APIURL, "/")
 	base := oauth2.Config{
 		ClientID:     o.ClientID,
@@ -56,7 +68,7 @@ func New(o Options) *Client {
 		RedirectURL:  o.RedirectURI,
 		Scopes:       []string{"full"},
 	}
-	c := &Client{opts: o, exchange: base, refresh: base}
+	c := &Client{opts: o, limit: newLimiter(o.RatePerSecond, o.RatePerMinute), exchange: base, refresh: base}
 	c.exchange.Endpoint = oauth2.Endpoint{AuthURL: o.AuthURL, TokenURL: o.TokenURL, AuthStyle: oauth2.AuthStyleInParams}
 	c.refresh.Endpoint = oauth2.Endpoint{AuthURL: o.AuthURL, TokenURL: o.TokenURL, AuthStyle: oauth2.AuthStyleInHeader}
 	return c

@@ -1414,3 +1414,38 @@ func TestHelpers(t *testing.T) {
 	// A bare writer gets a throwaway log entry.
 	require.NotNil(t, entryOf(httptest.NewRecorder()))
 }
+
+func TestAdminEndpoints(t *testing.T) {
+	t.Parallel()
+	s := New(Options{})
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	post := func(path, body string) *http.Response {
+		t.Helper()
+		resp, err := http.Post(srv.URL+path, "application/json", strings.NewReader(body))
+		require.NoError(t, err)
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	resp := post("/_fake/contacts", `{"given_name":"Ada"}`)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var created struct{ ID int64 }
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&created))
+	c, ok := s.Contact(created.ID)
+	require.True(t, ok)
+	require.Equal(t, "Ada", c["given_name"])
+	require.Equal(t, http.StatusBadRequest, post("/_fake/contacts", `[1]`).StatusCode)
+
+	req, _ := http.NewRequest(http.MethodDelete, srv.URL+"/_fake/contacts/"+strconv.FormatInt(created.ID, 10), nil)
+	dresp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	dresp.Body.Close()
+	require.Equal(t, http.StatusNoContent, dresp.StatusCode)
+	_, ok = s.Contact(created.ID)
+	require.False(t, ok)
+
+	require.Equal(t, http.StatusOK, post("/_fake/deliver", ``).StatusCode)
+	require.Equal(t, http.StatusBadRequest, post("/_fake/hooks/1/status", `{"status":"Sleepy"}`).StatusCode)
+	require.Equal(t, http.StatusNotFound, post("/_fake/nothing", ``).StatusCode)
+	require.Empty(t, s.Requests(), "admin calls stay out of the request log")
+}

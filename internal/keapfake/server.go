@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -39,8 +40,9 @@ type Options struct {
 
 // Server is the fake Keap. It is an http.Handler, and it is safe for concurrent use.
 type Server struct {
-	opts Options
-	mux  *http.ServeMux
+	opts  Options
+	mux   *http.ServeMux
+	admin *http.ServeMux
 
 	// deliverMu serializes Deliver. Two flushes must not send the same queued events.
 	deliverMu sync.Mutex
@@ -107,6 +109,7 @@ func New(opts Options) *Server {
 	}
 	s.tenantLocked(opts.Tenant)
 	s.mux = s.routes()
+	s.admin = s.adminRoutes()
 	return s
 }
 
@@ -146,6 +149,10 @@ const (
 // ServeHTTP logs the request, then applies the fault knobs in the order a request meets them at
 // Keap: network latency, injected failures, the gateway's rate limit, and then the endpoint.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, AdminPrefix) {
+		s.admin.ServeHTTP(w, r)
+		return
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody))
 	if err != nil {
 		writeMessage(w, http.StatusBadRequest, "unreadable body")

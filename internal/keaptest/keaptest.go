@@ -19,6 +19,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
+	"github.com/keapsync/keapsync/internal/hooks"
+	"github.com/keapsync/keapsync/internal/httpapi"
+	"github.com/keapsync/keapsync/internal/inbox"
 	"github.com/keapsync/keapsync/internal/jobs"
 	"github.com/keapsync/keapsync/internal/keap"
 	"github.com/keapsync/keapsync/internal/keapfake"
@@ -100,8 +103,15 @@ type Harness struct {
 	River   *river.Client[pgx.Tx]
 	Deps    *jobs.Deps
 	Tokens  *tokens.Coordinator
-	opts    Options
+	Inbox   *inbox.Inbox
+	Hooks   *hooks.Manager
+	// APIURL is keapsync's HTTP API once Serve has been called.
+	APIURL string
+	opts   Options
 }
+
+// APIKey is the bearer key of the server Serve starts.
+const APIKey = "keaptest-internal-api-key"
 
 // New builds a Harness; everything is torn down when the test ends.
 func New(t testing.TB, o Options) *Harness {
@@ -125,8 +135,22 @@ func New(t testing.TB, o Options) *Harness {
 	t.Cleanup(srv.Close)
 	h.FakeURL = srv.URL
 	h.Tokens, h.River, h.Deps = h.NewCoordinator(h.Pool)
+	h.Inbox, h.Hooks = h.Deps.Inbox, h.Deps.Hooks
 	t.Cleanup(h.checkLogs)
 	return h
+}
+
+// Serve starts keapsync's HTTP API on a loopback port, so the fake can reach
+// the webhook receiver (handshakes, deliveries); hook URLs point at it.
+func (h *Harness) Serve() string {
+	srv := httptest.NewServer(httpapi.NewServer(httpapi.Deps{
+		Pool: h.Pool, Store: h.Store, Tokens: h.Tokens, Hooks: h.Hooks, Inbox: h.Inbox,
+		Logger: h.Log, APIKey: APIKey, OAuthRateLimit: 10000,
+	}))
+	h.T.Cleanup(srv.Close)
+	h.APIURL = srv.URL
+	h.Hooks.PublicBaseURL = srv.URL
+	return srv.URL
 }
 
 // Keap returns a client of the fake.
@@ -146,10 +170,14 @@ func (h *Harness) NewCoordinator(pool *pgxpool.Pool) (*tokens.Coordinator, *rive
 	if err != nil {
 		h.T.Fatal(err)
 	}
+	kc := h.Keap()
 	deps.Tokens = tokens.New(tokens.Options{
-		Pool: pool, Store: h.Store, Keap: h.Keap(), Keyring: h.Keyring, Scheduler: jobs.Scheduler{Client: rc},
+		Pool: pool, Store: h.Store, Keap: kc, Keyring: h.Keyring, Scheduler: jobs.Scheduler{Client: rc},
 		Logger: h.Log, Now: h.Clock.Now, CacheTTL: h.opts.CacheTTL,
 	})
+	deps.Inbox = &inbox.Inbox{Pool: pool, Store: h.Store, Enqueuer: jobs.Scheduler{Client: rc}, Tokens: deps.Tokens, Keap: kc, Logger: h.Log}
+	deps.Hooks = &hooks.Manager{Pool: pool, Store: h.Store, Tokens: deps.Tokens, Keap: kc, Keyring: h.Keyring,
+		PublicBaseURL: "http://127.0.0.1:1", Logger: h.Log}
 	return deps.Tokens, rc, deps
 }
 

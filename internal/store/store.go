@@ -281,3 +281,7 @@ func (s *Store) PurgeStates(ctx context.Context, db DBTX, cutoff time.Time) (int
 func (s *Store) SweepCandidates(ctx context.Context, db DBTX, accessBefore, refreshBefore time.Time) ([]SweepCandidate, error) {
 	return many[SweepCandidate](ctx, db, s.sql("SweepCandidates"), accessBefore, refreshBefore)
 }
+
+func collectStrings(rows pgx.Rows) ([]string, error) {
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}

@@ -1,0 +1,236 @@
+// Package hooks manages Keap REST hook subscriptions: each account's
+// receiver URL (PUBLIC_BASE_URL/webhooks/keap/{account}/{secret}, the secret
+// stored as a hash plus a sealed copy), creating and removing subscriptions
+// at Keap, and the periodic health check that re-verifies hooks Keap turned
+// Inactive.
+package hooks
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/keapsync/keapsync/internal/keap"
+	"github.com/keapsync/keapsync/internal/seal"
+	"github.com/keapsync/keapsync/internal/store"
+	"github.com/keapsync/keapsync/internal/tokens"
+)
+
+// Manager is safe for concurrent use.
+type Manager struct {
+	Pool          *pgxpool.Pool
+	Store         *store.Store
+	Tokens        *tokens.Coordinator
+	Keap          *keap.Client
+	Keyring       *seal.Keyring
+	PublicBaseURL string
+	Logger        *slog.Logger
+}
+
+// DefaultEvents are what `hooks subscribe` uses without --events.
+var DefaultEvents = []string{"contact.add", "contact.edit", "contact.delete"}
+
+// dummyHash is compared against when an account has no endpoint, so an
+// unknown account and a wrong secret take the same time.
+var dummyHash = sha256.Sum256([]byte("keapsync: no such endpoint"))
+
+// VerifySecret reports whether secret is accountID's receiver secret.
+func (m *Manager) VerifySecret(ctx context.Context, accountID, secret string) (bool, error) {
+	e, err := m.Store.GetHookEndpoint(ctx, m.Pool, accountID)
+	want := dummyHash[:]
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return false, err
+	default:
+		want = e.SecretHash
+	}
+	got := sha256.Sum256([]byte(secret))
+	return subtle.ConstantTimeCompare(got[:], want) == 1 && err == nil, nil
+}
+
+// Endpoint returns accountID's receiver URL, creating its secret on first use.
+func (m *Manager) Endpoint(ctx context.Context, accountID string) (string, error) {
+	if _, err := m.Store.GetAccount(ctx, m.Pool, accountID); errors.Is(err, store.ErrNotFound) {
+		return "", tokens.ErrNotFound
+	} else if err != nil {
+		return "", err
+	}
+	e, err := m.Store.GetHookEndpoint(ctx, m.Pool, accountID)
+	if errors.Is(err, store.ErrNotFound) {
+		// Two callers racing both insert; the first wins and both re-read it.
+		if err := m.createEndpoint(ctx, accountID); err != nil {
+			return "", err
+		}
+		e, err = m.Store.GetHookEndpoint(ctx, m.Pool, accountID)
+	}
+	if err != nil {
+		return "", err
+	}
+	secret, err := m.Keyring.Open(e.KeyID, accountID, "hook_secret", e.SecretCT)
+	if err != nil {
+		return "", fmt.Errorf("open hook secret: %w", err)
+	}
+	return m.PublicBaseURL + "/webhooks/keap/" + url.PathEscape(accountID) + "/" + string(secret), nil
+}
+
+func (m *Manager) createEndpoint(ctx context.Context, accountID string) error {
+	raw := make([]byte, 24)
+	if _, err := rand.Read(raw); err != nil {
+		return err
+	}
+	secret := base64.RawURLEncoding.EncodeToString(raw)
+	hash := sha256.Sum256([]byte(secret))
+	keyID, ct, err := m.Keyring.Seal(accountID, "hook_secret", []byte(secret))
+	if err != nil {
+		return err
+	}
+	return m.Store.InsertHookEndpoint(ctx, m.Pool, store.HookEndpoint{AccountID: accountID, SecretHash: hash[:], KeyID: keyID, SecretCT: ct})
+}
+
+// Subscribe creates a Keap subscription for each event not yet subscribed.
+// Keap verifies the receiver while each create call runs, so keapsync serve
+// must be reachable at PUBLIC_BASE_URL. Unknown event keys are refused by Keap.
+func (m *Manager) Subscribe(ctx context.Context, accountID string, events []string) ([]store.HookSubscription, error) {
+	hookURL, err := m.Endpoint(ctx, accountID)
+	if err != nil {
+		return nil, err
+	}
+	have, err := m.Store.ListHookSubscriptions(ctx, m.Pool, accountID)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := m.Tokens.Get(ctx, accountID)
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range events {
+		if slices.ContainsFunc(have, func(s store.HookSubscription) bool { return s.EventKey == ev }) {
+			continue
+		}
+		h, err := m.Keap.CreateHook(ctx, tok.AccessToken, ev, hookURL)
+		if err != nil {
+			return nil, fmt.Errorf("subscribe %s: %w", ev, err)
+		}
+		if err := m.Store.UpsertHookSubscription(ctx, m.Pool, accountID, h.Key, h.EventKey, h.Status); err != nil {
+			return nil, err
+		}
+		if h.Status != "Verified" {
+			m.Logger.WarnContext(ctx, "keap hook not verified", "account_id", accountID, "event_key", ev, "status", h.Status)
+		}
+	}
+	return m.Store.ListHookSubscriptions(ctx, m.Pool, accountID)
+}
+
+// List refreshes the stored subscriptions' statuses from Keap and returns them.
+func (m *Manager) List(ctx context.Context, accountID string) ([]store.HookSubscription, error) {
+	if _, err := m.sync(ctx, accountID, false); err != nil {
+		return nil, err
+	}
+	return m.Store.ListHookSubscriptions(ctx, m.Pool, accountID)
+}
+
+// Unsubscribe deletes every subscription of the account, at Keap and here.
+func (m *Manager) Unsubscribe(ctx context.Context, accountID string) (int, error) {
+	subs, err := m.Store.ListHookSubscriptions(ctx, m.Pool, accountID)
+	if err != nil || len(subs) == 0 {
+		return 0, err
+	}
+	tok, err := m.Tokens.Get(ctx, accountID)
+	if err != nil {
+		return 0, err
+	}
+	for _, s := range subs {
+		if err := m.Keap.DeleteHook(ctx, tok.AccessToken, s.KeapKey); err != nil {
+			return 0, fmt.Errorf("unsubscribe %s: %w", s.EventKey, err)
+		}
+		if err := m.Store.DeleteHookSubscription(ctx, m.Pool, accountID, s.KeapKey); err != nil {
+			return 0, err
+		}
+	}
+	return len(subs), nil
+}
+
+// CheckHealth lists every subscribed account's hooks at Keap, records their
+// status, and asks Keap to re-verify any that are not Verified. It returns
+// how many re-verifications it asked for; one account's failure does not
+// stop the others.
+func (m *Manager) CheckHealth(ctx context.Context) (int, error) {
+	accounts, err := m.Store.HookAccounts(ctx, m.Pool)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, id := range accounts {
+		v, err := m.sync(ctx, id, true)
+		n += v
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", id, err))
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// sync reads the account's hooks from Keap and updates the stored rows;
+// with verify, hooks that are not Verified get a /verify call, counted.
+func (m *Manager) sync(ctx context.Context, accountID string, verify bool) (int, error) {
+	subs, err := m.Store.ListHookSubscriptions(ctx, m.Pool, accountID)
+	if err != nil || len(subs) == 0 {
+		return 0, err
+	}
+	tok, err := m.Tokens.Get(ctx, accountID)
+	if err != nil {
+		return 0, err
+	}
+	remote, err := m.Keap.ListHooks(ctx, tok.AccessToken)
+	if err != nil {
+		return 0, err
+	}
+	verified := 0
+	byKey := map[string]keap.Hook{}
+	for _, h := range remote {
+		byKey[h.Key] = h
+	}
+	for _, s := range subs {
+		h, ok := byKey[s.KeapKey]
+		status := h.Status
+		if !ok {
+			status = "Missing"
+		}
+		if !verify || status == "Verified" || !ok {
+			if err := m.Store.UpsertHookSubscription(ctx, m.Pool, accountID, s.KeapKey, s.EventKey, status); err != nil {
+				return verified, err
+			}
+			continue
+		}
+		result := "verified"
+		v, err := m.Keap.VerifyHook(ctx, tok.AccessToken, s.KeapKey)
+		switch {
+		case err != nil:
+			result = "verify failed: " + err.Error()
+		case v.Status != "Verified":
+			result = "keap still reports " + v.Status
+			status = v.Status
+		default:
+			status = v.Status
+		}
+		m.Logger.InfoContext(ctx, "re-verified keap hook", "account_id", accountID, "event_key", s.EventKey,
+			"was", h.Status, "now", status, "result", strings.TrimSpace(result))
+		if err := m.Store.RecordHookVerify(ctx, m.Pool, accountID, s.KeapKey, status, result); err != nil {
+			return verified, err
+		}
+		verified++
+	}
+	return verified, nil
+}

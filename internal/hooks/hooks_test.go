@@ -1,0 +1,165 @@
+package hooks_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/keapsync/keapsync/internal/hooks"
+	"github.com/keapsync/keapsync/internal/keapfake"
+	"github.com/keapsync/keapsync/internal/keaptest"
+	"github.com/keapsync/keapsync/internal/tokens"
+)
+
+var ctx = context.Background()
+
+func TestSubscribeVerifiesDuringCreate(t *testing.T) {
+	t.Parallel()
+	h := keaptest.New(t, keaptest.Options{})
+	h.Serve()
+	h.Connect("acme")
+	subs, err := h.Hooks.Subscribe(ctx, "acme", hooks.DefaultEvents)
+	require.NoError(t, err)
+	require.Len(t, subs, 3)
+	for _, s := range subs {
+		require.Equal(t, keapfake.HookVerified, s.Status, s.EventKey)
+	}
+	remote := h.Fake.Hooks()
+	require.Len(t, remote, 3)
+	url, err := h.Hooks.Endpoint(ctx, "acme")
+	require.NoError(t, err)
+	for _, r := range remote {
+		require.Equal(t, url, r.HookURL)
+		require.Equal(t, keapfake.HookVerified, r.Status)
+	}
+	require.True(t, strings.HasPrefix(url, h.APIURL+"/webhooks/keap/acme/"))
+
+	// Subscribing again creates nothing new.
+	subs, err = h.Hooks.Subscribe(ctx, "acme", []string{"contact.add"})
+	require.NoError(t, err)
+	require.Len(t, subs, 3)
+	require.Len(t, h.Fake.Hooks(), 3)
+
+	// The secret is stored only hashed and sealed.
+	secret := url[strings.LastIndex(url, "/")+1:]
+	var n int
+	require.NoError(t, h.Pool.QueryRow(ctx, `SELECT count(*) FROM keapsync.hook_endpoints e
+		WHERE e::text LIKE '%'||$1||'%'`, secret).Scan(&n))
+	require.Zero(t, n)
+	ok, err := h.Hooks.VerifySecret(ctx, "acme", secret)
+	require.NoError(t, err)
+	require.True(t, ok)
+	for _, tc := range [][2]string{{"acme", secret + "x"}, {"acme", ""}, {"ghost", secret}} {
+		ok, err := h.Hooks.VerifySecret(ctx, tc[0], tc[1])
+		require.NoError(t, err)
+		require.False(t, ok, tc)
+	}
+
+	n2, err := h.Hooks.Unsubscribe(ctx, "acme")
+	require.NoError(t, err)
+	require.Equal(t, 3, n2)
+	require.Empty(t, h.Fake.Hooks())
+	left, err := h.Hooks.List(ctx, "acme")
+	require.NoError(t, err)
+	require.Empty(t, left)
+}
+
+func TestUnverifiedHookIsReported(t *testing.T) {
+	t.Parallel()
+	h := keaptest.New(t, keaptest.Options{})
+	h.Serve()
+	h.Connect("acme")
+	h.Hooks.PublicBaseURL = h.APIURL + "/elsewhere" // the handshake lands on a 404
+	subs, err := h.Hooks.Subscribe(ctx, "acme", []string{"contact.add"})
+	require.NoError(t, err)
+	require.Len(t, subs, 1)
+	require.Equal(t, keapfake.HookUnverified, subs[0].Status)
+	require.Contains(t, h.Logs.String(), "keap hook not verified")
+}
+
+func TestHealthReverifiesInactiveHooks(t *testing.T) {
+	t.Parallel()
+	h := keaptest.New(t, keaptest.Options{})
+	h.Serve()
+	h.Connect("acme")
+	_, err := h.Hooks.Subscribe(ctx, "acme", []string{"contact.add", "contact.edit"})
+	require.NoError(t, err)
+	remote := h.Fake.Hooks()
+	h.Fake.SetHookStatus(remote[0].Key, keapfake.HookInactive)
+
+	n, err := h.Hooks.CheckHealth(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "only the inactive hook is re-verified")
+	for _, r := range h.Fake.Hooks() {
+		require.Equal(t, keapfake.HookVerified, r.Status)
+	}
+	subs, err := h.Hooks.List(ctx, "acme")
+	require.NoError(t, err)
+	var verified int
+	for _, s := range subs {
+		require.Equal(t, keapfake.HookVerified, s.Status)
+		if s.LastVerifyResult != nil {
+			require.Equal(t, "verified", *s.LastVerifyResult)
+			verified++
+		}
+	}
+	require.Equal(t, 1, verified, "the outcome is recorded")
+
+	// Nothing to do the second time.
+	n, err = h.Hooks.CheckHealth(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n)
+}
+
+func TestEndpointNeedsAConnectedAccount(t *testing.T) {
+	t.Parallel()
+	h := keaptest.New(t, keaptest.Options{})
+	_, err := h.Hooks.Endpoint(ctx, "ghost")
+	require.Equal(t, tokens.CodeAccountNotFound, tokens.ErrorCode(err))
+	_, err = h.Hooks.Subscribe(ctx, "ghost", hooks.DefaultEvents)
+	require.Equal(t, tokens.CodeAccountNotFound, tokens.ErrorCode(err))
+}
+
+// TestDeliveryToTable runs the whole path with River working: a contact
+// changes at Keap, Keap delivers, the receiver stores, a job fetches and
+// writes public.keap_contacts.
+func TestDeliveryToTable(t *testing.T) {
+	t.Parallel()
+	h := keaptest.New(t, keaptest.Options{})
+	h.Serve()
+	h.Connect("acme")
+	_, err := h.Hooks.Subscribe(ctx, "acme", hooks.DefaultEvents)
+	require.NoError(t, err)
+	require.NoError(t, h.River.Start(ctx))
+	t.Cleanup(func() { _ = h.River.Stop(context.Background()) })
+
+	id := h.Fake.PutContact(map[string]any{"given_name": "Grace", "email_addresses": []any{map[string]any{"email": "g@example.com", "field": "EMAIL1"}}})
+	posts, err := h.Fake.Deliver(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, posts)
+	waitFor(t, h, id, func(name string, deleted bool) bool { return name == "Grace" && !deleted })
+
+	h.Fake.PutContact(map[string]any{"id": id, "given_name": "Grace H"})
+	_, err = h.Fake.Deliver(ctx)
+	require.NoError(t, err)
+	waitFor(t, h, id, func(name string, deleted bool) bool { return name == "Grace H" && !deleted })
+
+	h.Fake.DeleteContact(id)
+	_, err = h.Fake.Deliver(ctx)
+	require.NoError(t, err)
+	waitFor(t, h, id, func(name string, deleted bool) bool { return deleted })
+}
+
+func waitFor(t *testing.T, h *keaptest.Harness, id int64, ok func(string, bool) bool) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		var name string
+		var deleted bool
+		err := h.Pool.QueryRow(ctx, `SELECT coalesce(given_name, ''), deleted_at IS NOT NULL FROM public.keap_contacts
+			WHERE account_id = 'acme' AND keap_id = $1`, id).Scan(&name, &deleted)
+		return err == nil && ok(name, deleted)
+	}, 15*time.Second, 50*time.Millisecond)
+}
