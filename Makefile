@@ -14,6 +14,9 @@ demo: ## run the whole OAuth flow end to end against the fake Keap on local port
 test: ## go vet + all tests with -race against real Postgres, with coverage
 	@scripts/test.sh
 
+bench: ## benchmarks against same-run baselines: table + bench/latest.json (see BENCHMARKS.md)
+	@scripts/bench.sh
+
 build: ## build bin/keapsync
 	@mkdir -p bin && go build -o bin/keapsync ./cmd/keapsync
 

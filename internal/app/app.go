@@ -169,7 +169,7 @@ func newCore(ctx context.Context, env Env, periodic bool) (*core, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	deps := &jobs.Deps{Pool: pool, Store: st, Logger: log, Now: time.Now, Skew: cfg.RefreshSkew, Every: cfg.RefreshEvery}
-	rc, err := jobs.NewClient(deps, jobs.Options{PollOnly: cfg.PoolerMode == "transaction", Periodic: periodic})
+	rc, err := jobs.NewClient(deps, jobs.Options{PollOnly: cfg.PoolerMode == "transaction", Periodic: periodic, MaxWorkers: cfg.JobWorkers})
 	if err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("river client: %w", err)

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -46,9 +48,11 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.cfg.ListenAddr, err)
 	}
-	if err := c.river.Start(ctx); err != nil {
-		ln.Close()
-		return fmt.Errorf("start river: %w", err)
+	if c.cfg.JobWorkers > 0 {
+		if err := c.river.Start(ctx); err != nil {
+			ln.Close()
+			return fmt.Errorf("start river: %w", err)
+		}
 	}
 	c.log.InfoContext(ctx, "keapsync serving", "addr", ln.Addr().String(), "pooler_mode", c.cfg.PoolerMode)
 	if env.Ready != nil {
@@ -56,11 +60,16 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	if c.cfg.PprofAddr != "" {
+		go servePprof(c.cfg.PprofAddr, c.log)
+	}
 
 	select {
 	case err := <-errc:
 		if !errors.Is(err, http.ErrServerClosed) {
-			_ = c.river.Stop(context.Background())
+			if c.cfg.JobWorkers > 0 {
+				_ = c.river.Stop(context.Background())
+			}
 			return err
 		}
 	case <-ctx.Done():
@@ -72,6 +81,9 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	if err := srv.Shutdown(sctx); err != nil {
 		c.log.Warn("http shutdown", "error", err)
 	}
+	if c.cfg.JobWorkers == 0 {
+		return nil
+	}
 	rctx, rcancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer rcancel()
 	if err := c.river.Stop(rctx); err != nil {
@@ -79,6 +91,18 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		_ = c.river.StopAndCancel(context.Background())
 	}
 	return nil
+}
+
+// servePprof exposes the profiler on its own address, never on the API's.
+func servePprof(addr string, log *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	log.Info("pprof listening", "addr", addr)
+	if err := (&http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}).ListenAndServe(); err != nil {
+		log.Warn("pprof stopped", "error", err)
+	}
 }
 
 func runMigrate(ctx context.Context, env Env, args []string) error {

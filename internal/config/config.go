@@ -48,6 +48,12 @@ type Config struct {
 	// to Keap's REST API, defaults 20 and 1400 (Keap: ~25/s, 1,500/min per client id).
 	KeapRatePerSecond float64
 	KeapRatePerMinute float64
+	// JobWorkers is JOB_WORKERS, River workers in this process, default 10;
+	// 0 makes a replica that only serves HTTP (it still inserts jobs).
+	JobWorkers int
+	// PprofAddr is PPROF_ADDR: when set (e.g. 127.0.0.1:6060), net/http/pprof
+	// listens there, apart from the API. Default off.
+	PprofAddr string
 }
 
 // Load reads the environment through getenv.
@@ -76,6 +82,8 @@ func Load(getenv func(string) string) (Config, error) {
 		OAuthRateLimit:    l.float("OAUTH_RATE_LIMIT", 20),
 		KeapRatePerSecond: l.float("KEAP_RATE_PER_SECOND", 20),
 		KeapRatePerMinute: l.float("KEAP_RATE_PER_MINUTE", 1400),
+		JobWorkers:        l.count("JOB_WORKERS", 10),
+		PprofAddr:         l.optional("PPROF_ADDR", ""),
 	}
 	if keys := l.required("TOKEN_ENCRYPTION_KEYS"); keys != "" {
 		ring, err := seal.ParseKeyring(keys)
@@ -170,6 +178,18 @@ func (l *loader) float(name string, def float64) float64 {
 		l.fail(name, "must be a positive number")
 	}
 	return f
+}
+
+func (l *loader) count(name string, def int) int {
+	v := l.optional(name, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > 1000 {
+		l.fail(name, "must be a whole number from 0 to 1000")
+	}
+	return n
 }
 
 func (l *loader) oneOf(name, def string, allowed ...string) string {

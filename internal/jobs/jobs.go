@@ -70,7 +70,7 @@ type Deps struct {
 // Options configure the River client.
 type Options struct {
 	PollOnly   bool // DB_POOLER_MODE=transaction: LISTEN needs a session
-	MaxWorkers int  // default 10
+	MaxWorkers int  // default 10 (0 also means 10: a client that must not work jobs is simply not started)
 	Periodic   bool // run the sweeper (serve does, CLI commands do not)
 }
 

@@ -100,6 +100,9 @@ func (c *Client) AuthCodeURL(state string) string {
 func (c *Client) Exchange(ctx context.Context, code string) (Token, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
+	if err := c.limit.wait(ctx); err != nil {
+		return Token{}, &Error{Op: "code exchange", Kind: Transient, Message: "waiting for the keap rate limiter: " + err.Error()}
+	}
 	tok, err := c.exchange.Exchange(c.ctx(ctx), code)
 	if err != nil {
 		return Token{}, classify("code exchange", err)
@@ -112,6 +115,10 @@ func (c *Client) Exchange(ctx context.Context, code string) (Token, error) {
 func (c *Client) Refresh(ctx context.Context, refreshToken seal.Secret) (Token, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
+	if err := c.limit.wait(ctx); err != nil {
+		// Nothing was sent: not ambiguous.
+		return Token{}, &Error{Op: "refresh", Kind: Transient, Message: "waiting for the keap rate limiter: " + err.Error()}
+	}
 	// An expired token makes the one-shot TokenSource refresh immediately.
 	src := c.refresh.TokenSource(c.ctx(ctx), &oauth2.Token{RefreshToken: refreshToken.Reveal(), Expiry: time.Unix(1, 0)})
 	tok, err := src.Token()

@@ -17,10 +17,13 @@ import (
 	"github.com/keapsync/keapsync/internal/seal"
 )
 
-// limiter is the one gate every REST call of this process passes: Keap's
-// quota (1,500/min, ~25/s spike arrest) is shared by every tenant of a
-// client id. It also pauses when Keap says its per-second budget is nearly
-// spent (x-keap-product-throttle-available).
+// limiter is the one gate every call of this process to Keap passes (REST
+// and token endpoint): Keap's quota (1,500/min, ~25/s spike arrest) is
+// shared by every tenant of a client id. The per-second gate has a burst of
+// one because a spike arrest smooths its rate (25/s means one call per
+// 40 ms), so a burst would trip it even under the average. It also pauses
+// when Keap says its per-second budget is nearly spent
+// (x-keap-product-throttle-available).
 type limiter struct {
 	second, minute *rate.Limiter
 	mu             sync.Mutex
@@ -29,7 +32,7 @@ type limiter struct {
 
 func newLimiter(perSecond, perMinute float64) *limiter {
 	return &limiter{
-		second: rate.NewLimiter(rate.Limit(perSecond), max(1, int(perSecond))),
+		second: rate.NewLimiter(rate.Limit(perSecond), 1),
 		minute: rate.NewLimiter(rate.Limit(perMinute/60), max(1, int(perMinute/60))),
 	}
 }
