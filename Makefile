@@ -33,14 +33,14 @@ db/stop: ## stop the throwaway Postgres under .data/
 db/reset: ## stop and delete the throwaway Postgres under .data/
 	@scripts/db.sh stop; rm -rf .data
 
-migrate: build ## apply migrations to DATABASE_URL
-	@bin/keapsync migrate
+migrate: build ## apply migrations to DATABASE_URL (from .env if present; creates the database)
+	@scripts/env.sh bin/keapsync migrate
 
-serve: build ## run keapsync serve with the environment (see .env.example)
-	@bin/keapsync serve
+serve: build ## run keapsync serve with .env (copy .env.example first)
+	@scripts/env.sh bin/keapsync serve
 
-fake-keap: build ## run the fake Keap on 127.0.0.1:9090
-	@bin/keapsync fake-keap --addr 127.0.0.1:9090
+fake-keap: build ## run the fake Keap on 127.0.0.1:9090 with .env's client credentials
+	@scripts/env.sh bin/keapsync fake-keap --addr 127.0.0.1:9090
 
 supabase/migrations: ## regenerate supabase/migrations from sql/migrations
 	@scripts/supabase-migrations.sh

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Prints the URL of a Postgres server for make demo and make test.
+# Prints the URL of a Postgres server for make demo, make test and make bench,
+# which create (and drop) their own databases on it: keapsync_demo,
+# keapsync_bench, keapsync_test_* and keapsync_tmpl_*.
 #
-# Uses DATABASE_URL when it answers (default: the local server on
-# 127.0.0.1:5432). Otherwise starts a throwaway cluster under .data/pg with
-# the system's initdb/pg_ctl on a free port and prints its URL.
+# Uses the server of DATABASE_URL when it answers (default: the local server
+# on 127.0.0.1:5432), always through its "postgres" database so the database
+# DATABASE_URL names need not exist. Otherwise starts a throwaway cluster
+# under .data/pg with the system's initdb/pg_ctl on a free port.
 #   scripts/db.sh url    print a URL that answers (starting a cluster if needed)
 #   scripts/db.sh stop   stop the throwaway cluster, if one runs
 set -euo pipefail
@@ -76,9 +79,14 @@ start_cluster() {
 	cluster_url
 }
 
+# server_url swaps the database in a postgres:// URL for "postgres".
+server_url() {
+	printf '%s' "$1" | sed -E 's#^([a-z]+://[^/?]*)(/[^?]*)?#\1/postgres#'
+}
+
 case "${1:-url}" in
 url)
-	url=${DATABASE_URL:-$DEFAULT_URL}
+	url=$(server_url "${DATABASE_URL:-$DEFAULT_URL}")
 	if answers "$url"; then echo "$url"; exit 0; fi
 	say "no Postgres answers at $(printf '%s' "$url" | sed -E 's#//[^@/]*@#//***@#')"
 	start_cluster

@@ -11,8 +11,8 @@ echo "== go vet"
 go vet ./...
 echo "== go test -race (Postgres: $(printf '%s' "$TEST_DATABASE_URL" | sed -E 's#//[^@/]*@#//***@#'))"
 go test -race -count=1 -timeout 15m -coverprofile=coverage.out ./...
-echo "== fuzzing the webhook delivery parser for 5 s"
-go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 5s ./internal/inbox/
+echo "== fuzzing the webhook delivery parser (40,000 inputs)"
+go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 40000x ./internal/inbox/
 echo "== coverage of the token, keap and seal packages (minimum 80%)"
 fail=0
 for pkg in tokens keap seal; do

@@ -94,16 +94,30 @@ func flags(env Env, name, synopsis string) *flag.FlagSet {
 	return fs
 }
 
-// parse returns (done, err): done when --help was asked for.
-func parse(fs *flag.FlagSet, args []string) (bool, error) {
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		return true, nil
+// parse reads flags wherever they stand among the arguments ("hooks
+// subscribe acme --events x" and "hooks --events x subscribe acme" alike)
+// and checks the number of positional arguments left. done is true when
+// --help was asked for, anywhere: help never runs the command.
+func parse(fs *flag.FlagSet, args []string, minArgs, maxArgs int) (pos []string, done bool, err error) {
+	for {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, true, nil
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: %v", ErrUsage, err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	if err != nil {
-		return false, fmt.Errorf("%w: %v", ErrUsage, err)
+	if len(pos) < minArgs || len(pos) > maxArgs {
+		fs.Usage()
+		return nil, false, fmt.Errorf("%w: wrong number of arguments", ErrUsage)
 	}
-	return false, nil
+	return pos, false, nil
 }
 
 func newLogger(w io.Writer, level, format string) *slog.Logger {
@@ -133,6 +147,9 @@ func openPool(ctx context.Context, url, poolerMode string) (*pgxpool.Pool, error
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
+		if isMissingDatabase(err) {
+			return nil, fmt.Errorf("connect to database: %w (keapsync migrate creates it)", err)
+		}
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
 	return pool, nil

@@ -62,6 +62,16 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	require.ErrorIs(t, err, app.ErrUsage)
 	_, _, err = run(t, nil, "serve", "--nope")
 	require.ErrorIs(t, err, app.ErrUsage)
+	// --help anywhere prints help and runs nothing (no config is even loaded).
+	for _, args := range [][]string{{"hooks", "unsubscribe", "--help"}, {"token", "get", "--help", "acme"}, {"hooks", "subscribe", "acme", "-h"}} {
+		out, _, err := run(t, nil, args...)
+		require.NoError(t, err, args)
+		require.Contains(t, out, "Usage: keapsync "+args[0], args)
+	}
+	for _, args := range [][]string{{"migrate", "extra"}, {"accounts", "a b"}, {"accounts", "a", "b"}, {"token", "get", ".."}, {"hooks", "subscribe"}} {
+		_, _, err := run(t, nil, args...)
+		require.ErrorIs(t, err, app.ErrUsage, args)
+	}
 }
 
 func TestMissingConfigNamesTheVariable(t *testing.T) {
@@ -162,7 +172,7 @@ func TestServeEndToEnd(t *testing.T) {
 	// Hooks through the CLI, verified live against the running service,
 	// then a contact flows from the fake Keap into public.keap_contacts.
 	vars["PUBLIC_BASE_URL"] = base
-	out, _, err = run(t, vars, "hooks", "subscribe", "acme", "--events", "contact.add,contact.edit")
+	out, _, err = run(t, vars, "hooks", "--events", "contact.add,contact.edit", "subscribe", "acme")
 	require.NoError(t, err)
 	require.Regexp(t, `contact\.add\s+Verified`, out)
 	out, _, err = run(t, vars, "hooks", "list", "acme")

@@ -13,6 +13,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/keapsync/keapsync/internal/hooks"
 	"github.com/keapsync/keapsync/internal/httpapi"
 	"github.com/keapsync/keapsync/internal/keap"
@@ -22,7 +25,7 @@ import (
 
 func runServe(ctx context.Context, env Env, args []string) error {
 	fs := flags(env, "serve", "serve\n\nRuns the HTTP API on LISTEN_ADDR and the River workers until interrupted.")
-	if done, err := parse(fs, args); done || err != nil {
+	if _, done, err := parse(fs, args, 0, 0); done || err != nil {
 		return err
 	}
 	c, err := newCore(ctx, env, true)
@@ -93,6 +96,29 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	return nil
 }
 
+func isMissingDatabase(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "3D000" // invalid_catalog_name
+}
+
+// createDatabase creates the database a URL names, connecting to the
+// server's postgres database to do it.
+func createDatabase(ctx context.Context, raw string) (string, error) {
+	cfg, err := pgx.ParseConfig(raw)
+	if err != nil {
+		return "", err
+	}
+	name := cfg.Database
+	cfg.Database = "postgres"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	return name, err
+}
+
 // servePprof exposes the profiler on its own address, never on the API's.
 func servePprof(addr string, log *slog.Logger) {
 	mux := http.NewServeMux()
@@ -107,7 +133,7 @@ func servePprof(addr string, log *slog.Logger) {
 
 func runMigrate(ctx context.Context, env Env, args []string) error {
 	fs := flags(env, "migrate", "migrate\n\nCreates schema keapsync and applies River's and keapsync's migrations.\nSafe to run twice, and from two places at once. Needs DATABASE_URL\n(a session-mode connection, not a transaction pooler).")
-	if done, err := parse(fs, args); done || err != nil {
+	if _, done, err := parse(fs, args, 0, 0); done || err != nil {
 		return err
 	}
 	url := strings.TrimSpace(env.Getenv("DATABASE_URL"))
@@ -115,6 +141,15 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 		return errors.New("config: DATABASE_URL is required")
 	}
 	pool, err := openPool(ctx, url, "session")
+	if isMissingDatabase(err) {
+		// Local convenience: create the database named in DATABASE_URL.
+		name, cerr := createDatabase(ctx, url)
+		if cerr != nil {
+			return fmt.Errorf("%w (and creating it failed: %v)", err, cerr)
+		}
+		fmt.Fprintf(env.Stdout, "created database %s\n", name)
+		pool, err = openPool(ctx, url, "session")
+	}
 	if err != nil {
 		return err
 	}
@@ -133,13 +168,13 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 }
 
 func runFakeKeap(ctx context.Context, env Env, args []string) error {
-	fs := flags(env, "fake-keap", "fake-keap [--addr :9090]\n\nRuns the fake Keap: OAuth authorize and token endpoints, REST contacts and hooks.\nPoint KEAP_AUTH_URL at http://ADDR/app/oauth/authorize, KEAP_TOKEN_URL at\nhttp://ADDR/token and KEAP_API_URL at http://ADDR/crm/rest.")
+	fs := flags(env, "fake-keap", "fake-keap [--addr 127.0.0.1:9090]\n\nRuns the fake Keap: OAuth authorize and token endpoints, REST contacts and hooks.\nPoint KEAP_AUTH_URL at http://ADDR/app/oauth/authorize, KEAP_TOKEN_URL at\nhttp://ADDR/token and KEAP_API_URL at http://ADDR/crm/rest.")
 	addr := fs.String("addr", "127.0.0.1:9090", "listen address")
 	clientID := fs.String("client-id", "", "accepted client id (default KEAP_CLIENT_ID or fake-client-id)")
 	clientSecret := fs.String("client-secret", "", "accepted client secret (default KEAP_CLIENT_SECRET or fake-client-secret)")
 	tenant := fs.String("tenant", "ab123", "Keap app name put in the token scope")
 	accessTTL := fs.Duration("access-ttl", 24*time.Hour, "access token lifetime")
-	if done, err := parse(fs, args); done || err != nil {
+	if _, done, err := parse(fs, args, 0, 0); done || err != nil {
 		return err
 	}
 	id, secret := *clientID, *clientSecret
@@ -174,8 +209,12 @@ func runFakeKeap(ctx context.Context, env Env, args []string) error {
 func runAccounts(ctx context.Context, env Env, args []string) error {
 	fs := flags(env, "accounts", "accounts [--json] [ACCOUNT_ID]\n\nWithout an id: every account with its health, next refresh and last error.\nWith an id: that account and its recent audit events.")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	if done, err := parse(fs, args); done || err != nil {
+	pos, done, err := parse(fs, args, 0, 1)
+	if done || err != nil {
 		return err
+	}
+	if len(pos) == 1 && !httpapi.ValidAccountID(pos[0]) {
+		return fmt.Errorf("%w: account id must match [A-Za-z0-9._-]{1,128}", ErrUsage)
 	}
 	url := strings.TrimSpace(env.Getenv("DATABASE_URL"))
 	if url == "" {
@@ -190,7 +229,7 @@ func runAccounts(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if fs.NArg() == 0 {
+	if len(pos) == 0 {
 		list, err := st.ListHealth(ctx, pool)
 		if err != nil {
 			return err
@@ -206,7 +245,7 @@ func runAccounts(ctx context.Context, env Env, args []string) error {
 		}
 		return tw.Flush()
 	}
-	id := fs.Arg(0)
+	id := pos[0]
 	h, err := st.GetHealth(ctx, pool, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("account %q not found", id)
@@ -246,14 +285,15 @@ func deref(s *string) string {
 
 func runToken(ctx context.Context, env Env, args []string) error {
 	fs := flags(env, "token", "token get|refresh ACCOUNT_ID\n\nget prints a valid access token (refreshing first if it expires within REFRESH_SKEW);\nrefresh forces one refresh now. Both take the same lock as the service.")
-	if done, err := parse(fs, args); done || err != nil {
+	pos, done, err := parse(fs, args, 2, 2)
+	if done || err != nil {
 		return err
 	}
-	if fs.NArg() != 2 || (fs.Arg(0) != "get" && fs.Arg(0) != "refresh") {
+	if pos[0] != "get" && pos[0] != "refresh" {
 		fs.Usage()
 		return fmt.Errorf("%w: want token get|refresh ACCOUNT_ID", ErrUsage)
 	}
-	if !httpapi.AccountIDPattern.MatchString(fs.Arg(1)) {
+	if !httpapi.ValidAccountID(pos[1]) {
 		return fmt.Errorf("%w: account id must match [A-Za-z0-9._-]{1,128}", ErrUsage)
 	}
 	c, err := newCore(ctx, env, false)
@@ -262,10 +302,10 @@ func runToken(ctx context.Context, env Env, args []string) error {
 	}
 	defer c.pool.Close()
 	get := c.tokens.Get
-	if fs.Arg(0) == "refresh" {
+	if pos[0] == "refresh" {
 		get = c.tokens.Refresh
 	}
-	tok, err := get(ctx, fs.Arg(1))
+	tok, err := get(ctx, pos[1])
 	if err != nil {
 		return err
 	}
@@ -277,23 +317,16 @@ func runToken(ctx context.Context, env Env, args []string) error {
 func runHooks(ctx context.Context, env Env, args []string) error {
 	fs := flags(env, "hooks", "hooks subscribe|list|unsubscribe ACCOUNT_ID [--events contact.add,contact.edit,contact.delete]\n\nManages the account's Keap REST hooks. subscribe creates one hook per event\n(Keap verifies PUBLIC_BASE_URL/webhooks/keap/... while it does, so keapsync serve\nmust be reachable there); list shows them with Keap's current status;\nunsubscribe deletes them at Keap.")
 	events := fs.String("events", strings.Join(hooks.DefaultEvents, ","), "comma-separated event keys for subscribe")
-	if done, err := parse(fs, args); done || err != nil {
+	rest, done, err := parse(fs, args, 2, 2)
+	if done || err != nil {
 		return err
 	}
-	// Accept flags after the positional arguments too: hooks subscribe acme --events x.
-	rest := fs.Args()
-	if len(rest) > 2 {
-		if err := fs.Parse(rest[2:]); err != nil {
-			return fmt.Errorf("%w: %v", ErrUsage, err)
-		}
-		rest = rest[:2]
-	}
-	if len(rest) != 2 || (rest[0] != "subscribe" && rest[0] != "list" && rest[0] != "unsubscribe") {
+	if rest[0] != "subscribe" && rest[0] != "list" && rest[0] != "unsubscribe" {
 		fs.Usage()
 		return fmt.Errorf("%w: want hooks subscribe|list|unsubscribe ACCOUNT_ID", ErrUsage)
 	}
 	verb, id := rest[0], rest[1]
-	if !httpapi.AccountIDPattern.MatchString(id) {
+	if !httpapi.ValidAccountID(id) {
 		return fmt.Errorf("%w: account id must match [A-Za-z0-9._-]{1,128}", ErrUsage)
 	}
 	c, err := newCore(ctx, env, false)

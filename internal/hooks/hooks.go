@@ -17,7 +17,10 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keapsync/keapsync/internal/keap"
@@ -28,6 +31,8 @@ import (
 
 // Manager is safe for concurrent use.
 type Manager struct {
+	mu sync.Mutex // see locked
+
 	Pool          *pgxpool.Pool
 	Store         *store.Store
 	Tokens        *tokens.Coordinator
@@ -44,19 +49,23 @@ var DefaultEvents = []string{"contact.add", "contact.edit", "contact.delete"}
 // unknown account and a wrong secret take the same time.
 var dummyHash = sha256.Sum256([]byte("keapsync: no such endpoint"))
 
-// VerifySecret reports whether secret is accountID's receiver secret.
-func (m *Manager) VerifySecret(ctx context.Context, accountID, secret string) (bool, error) {
+// VerifySecret reports whether secret is accountID's receiver secret and,
+// if so, which event keys the account is subscribed to.
+func (m *Manager) VerifySecret(ctx context.Context, accountID, secret string) (bool, []string, error) {
 	e, err := m.Store.GetHookEndpoint(ctx, m.Pool, accountID)
 	want := dummyHash[:]
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
-		return false, err
+		return false, nil, err
 	default:
 		want = e.SecretHash
 	}
 	got := sha256.Sum256([]byte(secret))
-	return subtle.ConstantTimeCompare(got[:], want) == 1 && err == nil, nil
+	if subtle.ConstantTimeCompare(got[:], want) != 1 || err != nil {
+		return false, nil, nil
+	}
+	return true, e.EventKeys, nil
 }
 
 // Endpoint returns accountID's receiver URL, creating its secret on first use.
@@ -102,6 +111,54 @@ func (m *Manager) createEndpoint(ctx context.Context, accountID string) error {
 // Keap verifies the receiver while each create call runs, so keapsync serve
 // must be reachable at PUBLIC_BASE_URL. Unknown event keys are refused by Keap.
 func (m *Manager) Subscribe(ctx context.Context, accountID string, events []string) ([]store.HookSubscription, error) {
+	var out []store.HookSubscription
+	err := m.locked(ctx, accountID, func() error {
+		var err error
+		out, err = m.subscribe(ctx, accountID, events)
+		return err
+	})
+	return out, err
+}
+
+// locked runs fn holding the account's hooks lock, so concurrent subscribe
+// and unsubscribe calls (from any replica) cannot create twin hooks at Keap.
+// Hook management is rare, so one mutex serialises it within a process; the
+// advisory lock is only tried, and waiters poll without holding a pool
+// connection: fn itself needs connections (and so does the handshake Keap
+// sends to this very process while fn runs), which blocked waiters would
+// otherwise starve.
+func (m *Manager) locked(ctx context.Context, accountID string, fn func() error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for {
+		var got bool
+		err := pgx.BeginFunc(ctx, m.Pool, func(tx pgx.Tx) error {
+			if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock($1)", store.LockKey("hooks", accountID)).Scan(&got); err != nil || !got {
+				return err
+			}
+			return fn()
+		})
+		if err != nil || got {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// requireAccount returns tokens.ErrNotFound for an account keapsync does not know.
+func (m *Manager) requireAccount(ctx context.Context, accountID string) error {
+	_, err := m.Store.GetAccount(ctx, m.Pool, accountID)
+	if errors.Is(err, store.ErrNotFound) {
+		return tokens.ErrNotFound
+	}
+	return err
+}
+
+func (m *Manager) subscribe(ctx context.Context, accountID string, events []string) ([]store.HookSubscription, error) {
 	hookURL, err := m.Endpoint(ctx, accountID)
 	if err != nil {
 		return nil, err
@@ -134,6 +191,9 @@ func (m *Manager) Subscribe(ctx context.Context, accountID string, events []stri
 
 // List refreshes the stored subscriptions' statuses from Keap and returns them.
 func (m *Manager) List(ctx context.Context, accountID string) ([]store.HookSubscription, error) {
+	if err := m.requireAccount(ctx, accountID); err != nil {
+		return nil, err
+	}
 	if _, err := m.sync(ctx, accountID, false); err != nil {
 		return nil, err
 	}
@@ -142,6 +202,19 @@ func (m *Manager) List(ctx context.Context, accountID string) ([]store.HookSubsc
 
 // Unsubscribe deletes every subscription of the account, at Keap and here.
 func (m *Manager) Unsubscribe(ctx context.Context, accountID string) (int, error) {
+	if err := m.requireAccount(ctx, accountID); err != nil {
+		return 0, err
+	}
+	var n int
+	err := m.locked(ctx, accountID, func() error {
+		var err error
+		n, err = m.unsubscribe(ctx, accountID)
+		return err
+	})
+	return n, err
+}
+
+func (m *Manager) unsubscribe(ctx context.Context, accountID string) (int, error) {
 	subs, err := m.Store.ListHookSubscriptions(ctx, m.Pool, accountID)
 	if err != nil || len(subs) == 0 {
 		return 0, err

@@ -2,7 +2,9 @@ package hooks_test
 
 import (
 	"context"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,11 +51,12 @@ func TestSubscribeVerifiesDuringCreate(t *testing.T) {
 	require.NoError(t, h.Pool.QueryRow(ctx, `SELECT count(*) FROM keapsync.hook_endpoints e
 		WHERE e::text LIKE '%'||$1||'%'`, secret).Scan(&n))
 	require.Zero(t, n)
-	ok, err := h.Hooks.VerifySecret(ctx, "acme", secret)
+	ok, events, err := h.Hooks.VerifySecret(ctx, "acme", secret)
 	require.NoError(t, err)
 	require.True(t, ok)
+	require.Equal(t, []string{"contact.add", "contact.delete", "contact.edit"}, events)
 	for _, tc := range [][2]string{{"acme", secret + "x"}, {"acme", ""}, {"ghost", secret}} {
-		ok, err := h.Hooks.VerifySecret(ctx, tc[0], tc[1])
+		ok, _, err := h.Hooks.VerifySecret(ctx, tc[0], tc[1])
 		require.NoError(t, err)
 		require.False(t, ok, tc)
 	}
@@ -114,12 +117,66 @@ func TestHealthReverifiesInactiveHooks(t *testing.T) {
 	require.Zero(t, n)
 }
 
+func TestConcurrentSubscribesMakeNoTwins(t *testing.T) {
+	t.Parallel()
+	h := keaptest.New(t, keaptest.Options{})
+	h.Serve()
+	h.Connect("acme")
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := h.Hooks.Subscribe(ctx, "acme", hooks.DefaultEvents)
+			require.NoError(t, err)
+		}()
+	}
+	wg.Wait()
+	require.Len(t, h.Fake.Hooks(), 3, "one hook per event at Keap, however many callers")
+}
+
+func TestDisconnectRetiresTheReceiver(t *testing.T) {
+	t.Parallel()
+	h := keaptest.New(t, keaptest.Options{})
+	h.Serve()
+	h.Connect("acme")
+	_, err := h.Hooks.Subscribe(ctx, "acme", hooks.DefaultEvents)
+	require.NoError(t, err)
+	url, err := h.Hooks.Endpoint(ctx, "acme")
+	require.NoError(t, err)
+	secret := url[strings.LastIndex(url, "/")+1:]
+
+	req, _ := http.NewRequest("DELETE", h.APIURL+"/oauth/accounts/acme", nil)
+	req.Header.Set("Authorization", "Bearer "+keaptest.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	require.Empty(t, h.Fake.Hooks(), "hooks are deleted at Keap before the token goes")
+	ok, _, err := h.Hooks.VerifySecret(ctx, "acme", secret)
+	require.NoError(t, err)
+	require.False(t, ok, "the receiver URL is dead")
+	subs, err := h.Hooks.List(ctx, "acme")
+	require.NoError(t, err)
+	require.Empty(t, subs)
+
+	// Reconnected, the account gets a new secret.
+	h.Connect("acme")
+	url2, err := h.Hooks.Endpoint(ctx, "acme")
+	require.NoError(t, err)
+	require.NotEqual(t, url, url2)
+}
+
 func TestEndpointNeedsAConnectedAccount(t *testing.T) {
 	t.Parallel()
 	h := keaptest.New(t, keaptest.Options{})
 	_, err := h.Hooks.Endpoint(ctx, "ghost")
 	require.Equal(t, tokens.CodeAccountNotFound, tokens.ErrorCode(err))
 	_, err = h.Hooks.Subscribe(ctx, "ghost", hooks.DefaultEvents)
+	require.Equal(t, tokens.CodeAccountNotFound, tokens.ErrorCode(err))
+	_, err = h.Hooks.List(ctx, "ghost")
+	require.Equal(t, tokens.CodeAccountNotFound, tokens.ErrorCode(err))
+	_, err = h.Hooks.Unsubscribe(ctx, "ghost")
 	require.Equal(t, tokens.CodeAccountNotFound, tokens.ErrorCode(err))
 }
 

@@ -33,6 +33,8 @@ var statusByCode = map[string]int{
 	"invalid_timestamp":          http.StatusBadRequest,
 	"too_many_objects":           http.StatusBadRequest,
 	"invalid_hook_secret":        http.StatusBadRequest,
+	"invalid_body":               http.StatusBadRequest,
+	"event_not_subscribed":       http.StatusBadRequest,
 	"invalid_account_id":         http.StatusBadRequest,
 	"unauthorized":               http.StatusUnauthorized,
 	"body_too_large":             http.StatusRequestEntityTooLarge,

@@ -36,7 +36,7 @@ func (s *Server) handleReadyz() http.Handler {
 // accountID reads and validates {account}.
 func accountID(r *http.Request) (string, error) {
 	id := mux.Vars(r)["account"]
-	if !AccountIDPattern.MatchString(id) {
+	if !ValidAccountID(id) {
 		return "", &apiError{Code: "invalid_account_id", Message: "account id must match [A-Za-z0-9._-]{1,128}"}
 	}
 	return id, nil
@@ -50,7 +50,7 @@ func decodeJSON(r *http.Request, v any) error {
 		if errors.As(err, &mbe) {
 			return err
 		}
-		return &apiError{Code: "invalid_json", Message: "request body must be a JSON object"}
+		return &apiError{Code: "invalid_json", Message: "request body must be a JSON object of the documented shape"}
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		var mbe *http.MaxBytesError
@@ -72,7 +72,7 @@ func (s *Server) handleInitiate() http.Handler {
 			writeError(w, r, err)
 			return
 		}
-		if req.AccountID == nil || !AccountIDPattern.MatchString(*req.AccountID) {
+		if req.AccountID == nil || !ValidAccountID(*req.AccountID) {
 			writeError(w, r, &apiError{Code: "invalid_account_id", Message: "keap_account_id is required and must match [A-Za-z0-9._-]{1,128}"})
 			return
 		}
@@ -185,6 +185,13 @@ func (s *Server) handleDisconnect() http.Handler {
 		if err != nil {
 			writeError(w, r, err)
 			return
+		}
+		// Delete the hooks at Keap while a token still exists; a failure
+		// there must not keep the account connected.
+		if s.Hooks != nil {
+			if _, err := s.Hooks.Unsubscribe(r.Context(), id); err != nil && tokens.ErrorCode(err) != tokens.CodeAccountNotFound {
+				s.Logger.WarnContext(r.Context(), "could not delete keap hooks before disconnecting", "account_id", id, "error", err)
+			}
 		}
 		if err := s.Tokens.Disconnect(r.Context(), id); err != nil {
 			writeError(w, r, err)

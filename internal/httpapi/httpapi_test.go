@@ -142,6 +142,10 @@ func TestOAuthFlowStoresOnlyCiphertext(t *testing.T) {
 	_, err = b.h.Tokens.Get(ctx, "other")
 	require.Error(t, err, "the other account must not receive acme's token")
 
+	// The access log names the route template and the account, never the path.
+	require.Contains(t, b.h.Logs.String(), `"route":"/oauth/token/{account}"`)
+	require.Contains(t, b.h.Logs.String(), `"account_id":"acme"`)
+
 	// Status without secrets.
 	list := b.authed(t, "GET", "/oauth/accounts", "")
 	require.Equal(t, http.StatusOK, list.Status)
@@ -303,6 +307,11 @@ func TestBadInput(t *testing.T) {
 		{"no bearer on initiate", "POST", "/oauth/initiate", "", `{"keap_account_id":"x"}`, 401, "unauthorized"},
 		{"oversized body", "POST", "/oauth/initiate", "ok", `{"keap_account_id":"` + strings.Repeat("a", 2<<20) + `"}`, 413, "body_too_large"},
 		{"unknown route", "GET", "/nope", "", ``, 404, "not_found"},
+		{"dot id", "GET", "/oauth/token/..", "ok", ``, 400, "invalid_account_id"},
+		{"encoded dots", "GET", "/oauth/token/%2e%2e", "ok", ``, 400, "invalid_account_id"},
+		{"dot id initiate", "POST", "/oauth/initiate", "ok", `{"keap_account_id":"."}`, 400, "invalid_account_id"},
+		{"traversal", "GET", "/oauth/accounts/x%2F..%2F..%2Faccounts", "ok", ``, 404, "not_found"},
+		{"double slash", "POST", "/oauth//refresh/acme", "ok", ``, 404, "not_found"},
 		{"wrong method", "PUT", "/oauth/token/acme", "ok", ``, 405, "method_not_allowed"},
 	}
 	for _, tc := range cases {
@@ -350,15 +359,22 @@ func TestRateLimitPerAddress(t *testing.T) {
 	b := bundle{h: h, url: srv.URL}
 	limited := 0
 	for range 20 {
-		r := b.do(t, "GET", "/oauth/accounts", "Bearer "+apiKey, "")
+		r := b.do(t, "GET", "/oauth/accounts", "Bearer wrong-key", "")
 		if r.Status == http.StatusTooManyRequests {
 			limited++
 			requireError(t, r, http.StatusTooManyRequests, "rate_limited")
 			require.Equal(t, "1", r.Header.Get("Retry-After"))
+		} else {
+			requireError(t, r, http.StatusUnauthorized, "unauthorized")
 		}
 	}
-	require.GreaterOrEqual(t, limited, 10)
-	// Health endpoints are not limited.
+	require.GreaterOrEqual(t, limited, 10, "failed bearer attempts are limited per address")
+	// The callback shares the address's budget.
+	requireError(t, b.do(t, "GET", "/oauth/callback?state=x&code=y", "", ""), http.StatusTooManyRequests, "rate_limited")
+	// Authenticated callers from the same address are not starved.
+	for range 20 {
+		require.Equal(t, http.StatusOK, b.do(t, "GET", "/oauth/accounts", "Bearer "+apiKey, "").Status)
+	}
 	require.Equal(t, http.StatusOK, b.do(t, "GET", "/healthz", "", "").Status)
 }
 
@@ -366,6 +382,7 @@ func TestHealthAndReadiness(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	require.Equal(t, http.StatusOK, b.do(t, "GET", "/healthz", "", "").Status)
+	require.Equal(t, http.StatusOK, b.do(t, "HEAD", "/healthz", "", "").Status)
 	require.Equal(t, http.StatusOK, b.do(t, "GET", "/readyz", "", "").Status)
 	m := b.do(t, "GET", "/metrics", "", "")
 	require.Equal(t, http.StatusOK, m.Status)

@@ -87,11 +87,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 
 // bearer requires "Authorization: Bearer <INTERNAL_API_KEY>". Hashing both
 // sides first makes the comparison constant-time in the key's length too.
+// Failed attempts count against the client address's rate limit.
 func (s *Server) bearer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		h := sha256.Sum256([]byte(strings.TrimSpace(got)))
 		if !ok || subtle.ConstantTimeCompare(h[:], s.keyHash[:]) != 1 {
+			if !s.limiter.allow(clientIP(r), time.Now()) {
+				writeError(w, r, &apiError{Code: "rate_limited", Message: "too many requests from this address", RetryAfter: 1})
+				return
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="keapsync"`)
 			writeError(w, r, &apiError{Code: "unauthorized", Message: "missing or wrong bearer token"})
 			return
@@ -172,11 +177,14 @@ func (l *ipLimiter) allow(ip string, now time.Time) bool {
 	return e.lim.AllowN(now, 1)
 }
 
-// logWriter records the status for the access log and metrics.
+// logWriter records the status for the access log and metrics, and the
+// matched route, which only the router knows (see routeInfo).
 type logWriter struct {
 	http.ResponseWriter
-	status int
-	err    error
+	status  int
+	err     error
+	route   string
+	account string
 }
 
 func (w *logWriter) WriteHeader(code int) {
@@ -200,21 +208,15 @@ func (w *logWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		lw := &logWriter{ResponseWriter: w}
+		lw := &logWriter{ResponseWriter: w, route: "unmatched"}
 		next.ServeHTTP(lw, r)
-		route := "unmatched"
-		if cr := mux.CurrentRoute(r); cr != nil {
-			if t, err := cr.GetPathTemplate(); err == nil {
-				route = t
-			}
-		}
 		if lw.status == 0 {
 			lw.status = http.StatusOK
 		}
-		s.requests.WithLabelValues(route, http.StatusText(lw.status)).Inc()
-		attrs := []any{"method", r.Method, "route", route, "status", lw.status, "duration_ms", time.Since(start).Milliseconds()}
-		if acct := mux.Vars(r)["account"]; acct != "" && AccountIDPattern.MatchString(acct) {
-			attrs = append(attrs, "account_id", acct)
+		s.requests.WithLabelValues(lw.route, http.StatusText(lw.status)).Inc()
+		attrs := []any{"method", r.Method, "route", lw.route, "status", lw.status, "duration_ms", time.Since(start).Milliseconds()}
+		if lw.account != "" {
+			attrs = append(attrs, "account_id", lw.account)
 		}
 		level := slog.LevelDebug
 		if lw.err != nil {
@@ -223,6 +225,30 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		}
 		s.Logger.Log(r.Context(), level, "http request", attrs...)
 	})
+}
+
+// routeInfo runs inside the router, where the matched route is known, and
+// hands its template and a valid account id to logRequests.
+func (s *Server) routeInfo(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if lw, ok := w.(*logWriter); ok {
+			if cr := mux.CurrentRoute(r); cr != nil {
+				if t, err := cr.GetPathTemplate(); err == nil {
+					lw.route = t
+				}
+			}
+			if acct := mux.Vars(r)["account"]; ValidAccountID(acct) {
+				lw.account = acct
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ValidAccountID reports whether id matches AccountIDPattern and is not made
+// only of dots ("." and ".." are path segments, not names).
+func ValidAccountID(id string) bool {
+	return AccountIDPattern.MatchString(id) && strings.Trim(id, ".") != ""
 }
 
 // recoverer turns a panic into a 500 JSON error instead of a dropped

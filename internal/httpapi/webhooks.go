@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 
 	"github.com/gorilla/mux"
 
@@ -20,11 +21,11 @@ var errNoEndpoint = &apiError{Code: "not_found", Message: "no such endpoint"}
 func (s *Server) handleWebhook() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, secret := mux.Vars(r)["account"], mux.Vars(r)["secret"]
-		if !AccountIDPattern.MatchString(id) || len(secret) > 128 {
+		if !ValidAccountID(id) || len(secret) > 128 {
 			writeError(w, r, errNoEndpoint)
 			return
 		}
-		ok, err := s.Hooks.VerifySecret(r.Context(), id, secret)
+		ok, subscribed, err := s.Hooks.VerifySecret(r.Context(), id, secret)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -33,25 +34,30 @@ func (s *Server) handleWebhook() http.Handler {
 			writeError(w, r, errNoEndpoint)
 			return
 		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			writeError(w, r, bodyError(err))
+			return
+		}
 		if hs := r.Header.Get("X-Hook-Secret"); hs != "" {
 			if len(hs) > 512 {
 				writeError(w, r, &apiError{Code: "invalid_hook_secret", Message: "X-Hook-Secret is too long"})
 				return
 			}
-			_, _ = io.Copy(io.Discard, r.Body)
 			w.Header().Set("X-Hook-Secret", hs)
 			writeJSON(w, http.StatusOK, map[string]string{"status": "verified"})
-			return
-		}
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			writeError(w, r, err)
 			return
 		}
 		d, err := inbox.Parse(body)
 		var pe *inbox.ParseError
 		if errors.As(err, &pe) {
 			writeError(w, r, &apiError{Code: pe.Code, Message: pe.Message})
+			return
+		}
+		if !slices.Contains(subscribed, d.EventKey) {
+			// Keap only sends what a hook subscribed to; anything else was
+			// not sent by Keap for this account.
+			writeError(w, r, &apiError{Code: "event_not_subscribed", Message: "this account is not subscribed to " + d.EventKey})
 			return
 		}
 		accepted, dups, err := s.Inbox.Ingest(r.Context(), id, d)
@@ -61,6 +67,17 @@ func (s *Server) handleWebhook() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]int{"accepted": accepted, "duplicates": dups})
 	})
+}
+
+// bodyError keeps the 413 of an oversized body; any other read failure
+// (a broken chunked encoding, a client that stopped sending) is the
+// client's fault, not ours.
+func bodyError(err error) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return err
+	}
+	return &apiError{Code: "invalid_body", Message: "the request body could not be read"}
 }
 
 func (s *Server) handleSubscribe() http.Handler {

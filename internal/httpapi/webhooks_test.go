@@ -24,6 +24,8 @@ func setupHooks(t *testing.T) hookBundle {
 	h := keaptest.New(t, keaptest.Options{})
 	h.Serve()
 	h.Connect("acme")
+	_, err := h.Hooks.Subscribe(ctx, "acme", []string{"contact.add", "contact.edit"})
+	require.NoError(t, err)
 	url, err := h.Hooks.Endpoint(ctx, "acme")
 	require.NoError(t, err)
 	return hookBundle{bundle: bundle{h: h, url: h.APIURL}, url: url}
@@ -113,6 +115,10 @@ func TestWebhookBadInputStoresNothing(t *testing.T) {
 		{"fractional id", b.url, `{"event_key":"contact.add","object_keys":[{"id":1.5}]}`, 400, "invalid_object_id"},
 		{"1001 objects", b.url, `{"event_key":"contact.add","object_keys":[` + strings.Join(many, ",") + `]}`, 400, "too_many_objects"},
 		{"oversized body", b.url, `{"event_key":"contact.add","pad":"` + strings.Repeat("x", 1<<20) + `","object_keys":[{"id":1}]}`, 413, "body_too_large"},
+		{"unsubscribed event", b.url, `{"event_key":"order.add","object_keys":[{"id":1}]}`, 400, "event_not_subscribed"},
+		{"case-shifted event", b.url, `{"event_key":"Contact.Add","object_keys":[{"id":1}]}`, 400, "event_not_subscribed"},
+		{"future timestamp", b.url, `{"event_key":"contact.add","object_keys":[{"id":1,"timestamp":"9999-01-01T00:00:00Z"}]}`, 400, "invalid_timestamp"},
+		{"oversized handshake", b.url, strings.Repeat("x", 1<<20+1), 413, "body_too_large"},
 		{"wrong secret", b.url + "x", `{"event_key":"contact.add","object_keys":[{"id":1}]}`, 404, "not_found"},
 		{"unknown account", b.h.APIURL + "/webhooks/keap/ghost/" + secret, `{"event_key":"contact.add","object_keys":[{"id":1}]}`, 404, "not_found"},
 		{"bad account id", b.h.APIURL + "/webhooks/keap/a%20b/" + secret, `{}`, 404, "not_found"},
@@ -133,6 +139,33 @@ func TestWebhookBadInputStoresNothing(t *testing.T) {
 	require.NotContains(t, b.h.Logs.String(), secret)
 }
 
+// TestWebhookOddKeysAreStoredSafely: whatever else a key carries, only its
+// id, timestamp and apiUrl are stored, so nothing in it can fail the insert.
+func TestWebhookOddKeysAreStoredSafely(t *testing.T) {
+	t.Parallel()
+	b := setupHooks(t)
+	for i, extra := range []string{`"x":"\ud800"`, `"n":1e999999999`, `"apiUrl":"a\u0000b"`, `"deep":[[[[[[[[1]]]]]]]]`, `"ID":5`} {
+		r := b.post(t, b.url, fmt.Sprintf(`{"event_key":"contact.add","object_keys":[{"id":%d,%s}]}`, 9000+i, extra))
+		require.Equal(t, http.StatusOK, r.Status, "%s: %s", extra, r.Raw)
+		require.EqualValues(t, 1, r.Body["accepted"], extra)
+	}
+	keys := map[int64]string{}
+	rows, err := b.h.Pool.Query(ctx, "SELECT object_id, object_key::text FROM keapsync.webhook_events")
+	require.NoError(t, err)
+	for rows.Next() {
+		var id int64
+		var k string
+		require.NoError(t, rows.Scan(&id, &k))
+		keys[id] = k
+	}
+	require.Len(t, keys, 5)
+	require.Equal(t, `{"id": 9000, "apiUrl": ""}`, keys[9000])
+	require.Equal(t, `{"id": 9002, "apiUrl": "ab"}`, keys[9002])
+	// Go's JSON decoding matches field names case-insensitively and the last
+	// one wins: the stored key carries the id that was used.
+	require.Equal(t, `{"id": 5, "apiUrl": ""}`, keys[5])
+}
+
 func TestHookManagementOverHTTP(t *testing.T) {
 	t.Parallel()
 	b := setupHooks(t)
@@ -140,13 +173,15 @@ func TestHookManagementOverHTTP(t *testing.T) {
 	r := b.do(t, "POST", "/hooks/acme", auth, `{"events":["contact.add","contact.delete"]}`)
 	require.Equal(t, http.StatusCreated, r.Status, r.Raw)
 	subs := r.Body["subscriptions"].([]any)
-	require.Len(t, subs, 2)
+	require.Len(t, subs, 3, "contact.edit from setup plus contact.delete")
 	require.Equal(t, "Verified", subs[0].(map[string]any)["status"])
 	require.NotContains(t, r.Raw, "/webhooks/keap/", "the hook URL (with its secret) is not echoed")
 
 	r = b.do(t, "GET", "/hooks/acme", auth, "")
 	require.Equal(t, http.StatusOK, r.Status)
-	require.Len(t, r.Body["subscriptions"].([]any), 2)
+	require.Len(t, r.Body["subscriptions"].([]any), 3)
+	requireError(t, b.do(t, "GET", "/hooks/ghost", auth, ""), 404, "account_not_found")
+	requireError(t, b.do(t, "DELETE", "/hooks/ghost", auth, ""), 404, "account_not_found")
 
 	requireError(t, b.do(t, "POST", "/hooks/acme", auth, `{"events":["not an event"]}`), 400, "invalid_event_key")
 	requireError(t, b.do(t, "POST", "/hooks/acme", auth, `{"events":`), 400, "invalid_json")
@@ -156,6 +191,6 @@ func TestHookManagementOverHTTP(t *testing.T) {
 
 	r = b.do(t, "DELETE", "/hooks/acme", auth, "")
 	require.Equal(t, http.StatusOK, r.Status)
-	require.EqualValues(t, 2, r.Body["removed"])
+	require.EqualValues(t, 3, r.Body["removed"])
 	require.Empty(t, b.h.Fake.Hooks())
 }

@@ -1,6 +1,7 @@
 package inbox
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -112,18 +113,27 @@ func (in *Inbox) Process(ctx context.Context, eventID int64) error {
 	case err != nil:
 		return in.retryable(ctx, ev, err)
 	}
+	raw, err = storable(raw)
+	if err != nil {
+		msg := "contact from keap cannot be stored: " + err.Error()
+		return in.Store.FinishInboxEvent(ctx, in.Pool, ev.ID, "failed", &msg)
+	}
 	c, err := contactFrom(ev.AccountID, ev.ObjectID, raw)
 	if err != nil {
 		msg := err.Error()
 		_ = in.Store.FinishInboxEvent(ctx, in.Pool, ev.ID, "failed", &msg)
 		return err
 	}
-	return pgx.BeginFunc(ctx, in.Pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, in.Pool, func(tx pgx.Tx) error {
 		if _, err := in.Store.UpsertContact(ctx, tx, c); err != nil {
 			return err
 		}
 		return in.Store.FinishInboxEvent(ctx, tx, ev.ID, "done", nil)
 	})
+	if err != nil {
+		_ = in.Store.RecordInboxAttempt(ctx, in.Pool, ev.ID, err.Error())
+	}
+	return err
 }
 
 // fetchContact gets the contact with the account's token; a 401 gets one
@@ -150,6 +160,10 @@ func (in *Inbox) retryable(ctx context.Context, ev store.InboxEvent, err error) 
 	var te *tokens.Error
 	if errors.As(err, &te) {
 		switch te.Code {
+		case tokens.CodeAccountNotFound:
+			// Disconnected: nothing can fetch this object any more.
+			msg := "account not connected"
+			return in.Store.FinishInboxEvent(ctx, in.Pool, ev.ID, "failed", &msg)
 		case tokens.CodeReauthRequired:
 			// Pending, not failed: processed once the account is re-authorized.
 			return &RetryLater{After: 5 * time.Minute, Reason: "account needs re-authorization", Err: err}
@@ -161,6 +175,28 @@ func (in *Inbox) retryable(ctx context.Context, ev store.InboxEvent, err error) 
 		return &RetryLater{After: ke.RetryAfter, Reason: "keap throttled the request", Err: err}
 	}
 	return err
+}
+
+// storable re-encodes JSON from Keap so Postgres' jsonb accepts it: invalid
+// UTF-16 surrogates become U+FFFD and NUL characters, which jsonb refuses,
+// become U+FFFD too.
+func storable(raw json.RawMessage) (json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return bytes.ReplaceAll(out, []byte(`\u0000`), []byte(`\ufffd`)), nil
+}
+
+// FailEvent marks a row failed for good (the job ran out of attempts).
+func (in *Inbox) FailEvent(ctx context.Context, eventID int64, reason string) error {
+	return in.Store.FinishInboxEvent(ctx, in.Pool, eventID, "failed", &reason)
 }
 
 // contactFrom picks the key columns out of a v1 contact. The whole object is

@@ -230,3 +230,26 @@ func TestOtherObjectTypesAreKept(t *testing.T) {
 	require.Contains(t, data, `"id": 77`)
 	require.Empty(t, h.Fake.Requests(), "no fetch for types keapsync does not sync in detail")
 }
+
+func TestContactWithNulFromKeapIsStored(t *testing.T) {
+	t.Parallel()
+	h := keaptest.New(t, keaptest.Options{})
+	h.Connect("acme")
+	id := h.Fake.PutContact(map[string]any{"given_name": "nul\u0000name"})
+	require.NoError(t, process(t, h, "contact.add", id, time.Now()))
+	c, ok := readContact(t, h, id)
+	require.True(t, ok)
+	require.Equal(t, "nul\ufffdname", c.GivenName)
+}
+
+func TestEventsOfADisconnectedAccountFail(t *testing.T) {
+	t.Parallel()
+	h := keaptest.New(t, keaptest.Options{})
+	h.Connect("acme")
+	require.NoError(t, h.Tokens.Disconnect(ctx, "acme"))
+	require.NoError(t, process(t, h, "contact.add", 5, time.Now()), "nothing to retry")
+	var status, lastErr string
+	require.NoError(t, h.Pool.QueryRow(ctx, "SELECT status, last_error FROM keapsync.webhook_events").Scan(&status, &lastErr))
+	require.Equal(t, "failed", status)
+	require.Equal(t, "account not connected", lastErr)
+}

@@ -27,12 +27,19 @@ type Delivery struct {
 }
 
 // ObjectKey is one changed object: its id, when it changed (nil when Keap
-// sent no timestamp) and the raw JSON of the key as Keap sent it.
+// sent no timestamp) and the key as keapsync stores it: re-encoded from the
+// fields Keap documents (id, timestamp, apiUrl), never the raw bytes, so
+// nothing a sender adds reaches the database and nothing in it can fail to
+// store.
 type ObjectKey struct {
 	ID        int64
 	Timestamp *time.Time
 	Raw       json.RawMessage
 }
+
+// maxFuture is how far ahead of our clock a timestamp may be: a key dated
+// years ahead would otherwise shadow every later change of that object.
+const maxFuture = 24 * time.Hour
 
 // ParseError is a delivery keapsync refuses, with a stable code.
 type ParseError struct {
@@ -76,8 +83,9 @@ func Parse(body []byte) (Delivery, error) {
 		return Delivery{}, bad("too_many_objects", "object_keys holds "+strconv.Itoa(n)+" keys; at most 1000 are allowed")
 	}
 	d.Objects = make([]ObjectKey, 0, len(raw.ObjectKeys))
+	now := time.Now()
 	for i, rk := range raw.ObjectKeys {
-		k, err := parseKey(rk)
+		k, err := parseKey(rk, now)
 		if err != nil {
 			return Delivery{}, bad(err.Code, "object_keys["+strconv.Itoa(i)+"]: "+err.Message)
 		}
@@ -86,10 +94,11 @@ func Parse(body []byte) (Delivery, error) {
 	return d, nil
 }
 
-func parseKey(raw json.RawMessage) (ObjectKey, *ParseError) {
+func parseKey(raw json.RawMessage, now time.Time) (ObjectKey, *ParseError) {
 	var k struct {
 		ID        json.RawMessage `json:"id"`
 		Timestamp json.RawMessage `json:"timestamp"`
+		APIURL    json.RawMessage `json:"apiUrl"`
 	}
 	if err := json.Unmarshal(raw, &k); err != nil || !bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) {
 		return ObjectKey{}, &ParseError{"invalid_object_keys", "must be an object"}
@@ -98,18 +107,29 @@ func parseKey(raw json.RawMessage) (ObjectKey, *ParseError) {
 	if err != nil || id <= 0 {
 		return ObjectKey{}, &ParseError{"invalid_object_id", "id must be a positive integer"}
 	}
-	out := ObjectKey{ID: id, Raw: compact(raw)}
+	stored := struct {
+		ID        int64  `json:"id"`
+		Timestamp string `json:"timestamp,omitempty"`
+		APIURL    string `json:"apiUrl"`
+	}{ID: id}
+	out := ObjectKey{ID: id}
 	if len(k.Timestamp) > 0 && string(k.Timestamp) != "null" {
 		var s string
 		if err := json.Unmarshal(k.Timestamp, &s); err != nil {
 			return ObjectKey{}, &ParseError{"invalid_timestamp", "timestamp must be an RFC 3339 string"}
 		}
 		t, err := ParseTime(s)
-		if err != nil {
-			return ObjectKey{}, &ParseError{"invalid_timestamp", "timestamp must be an RFC 3339 string"}
+		if err != nil || t.After(now.Add(maxFuture)) {
+			return ObjectKey{}, &ParseError{"invalid_timestamp", "timestamp must be an RFC 3339 time, not in the future"}
 		}
 		out.Timestamp = &t
+		stored.Timestamp = t.Format(time.RFC3339Nano)
 	}
+	var api string
+	if json.Unmarshal(k.APIURL, &api) == nil && len(api) <= 2048 {
+		stored.APIURL = strings.ToValidUTF8(strings.ReplaceAll(api, "\x00", ""), "\uFFFD")
+	}
+	out.Raw, _ = json.Marshal(stored)
 	return out, nil
 }
 
@@ -122,18 +142,4 @@ func ParseTime(s string) (time.Time, error) {
 		}
 	}
 	return time.Time{}, errors.New("unrecognised time")
-}
-
-// compact removes insignificant space and replaces \u0000, which Postgres'
-// jsonb refuses, so an odd key cannot fail the whole delivery.
-func compact(raw json.RawMessage) json.RawMessage {
-	var b bytes.Buffer
-	if err := json.Compact(&b, raw); err != nil {
-		return raw
-	}
-	out := b.Bytes()
-	for _, nul := range [][]byte{[]byte(`\u0000`)} {
-		out = bytes.ReplaceAll(out, nul, []byte(`\ufffd`))
-	}
-	return out
 }

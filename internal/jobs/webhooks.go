@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -60,6 +61,12 @@ func (w *webhookWorker) Work(ctx context.Context, job *river.Job[ProcessWebhookE
 		}
 		w.d.Logger.InfoContext(ctx, "webhook event waits", "account_id", job.Args.AccountID, "event_id", job.Args.EventID, "reason", rl.Reason, "retry_in", wait)
 		return river.JobSnooze(wait)
+	}
+	if err != nil && job.Attempt >= job.MaxAttempts {
+		// River discards the job now; say so on the row instead of leaving it pending.
+		if ferr := w.d.Inbox.FailEvent(ctx, job.Args.EventID, "gave up after "+strconv.Itoa(job.Attempt)+" attempts: "+err.Error()); ferr != nil {
+			w.d.Logger.ErrorContext(ctx, "could not mark webhook event failed", "event_id", job.Args.EventID, "error", ferr)
+		}
 	}
 	return err
 }

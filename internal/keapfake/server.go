@@ -94,6 +94,10 @@ func New(opts Options) *Server {
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{
 			Timeout: 30 * time.Second,
+			// A fresh connection per POST: reusing a keep-alive connection
+			// the receiver is just closing fails a POST with a spurious EOF
+			// (POSTs are not retried), which would count as a failed attempt.
+			Transport: &http.Transport{DisableKeepAlives: true},
 			CheckRedirect: func(*http.Request, []*http.Request) error {
 				return http.ErrUseLastResponse
 			},

@@ -25,12 +25,15 @@ import (
 	keapsql "github.com/keapsync/keapsync/sql"
 )
 
-// AdminURL is the server tests create their databases on.
+// AdminURL is the server tests create their databases on: TEST_DATABASE_URL
+// as given, else the server of DATABASE_URL (through its postgres
+// database), else the local default.
 func AdminURL() string {
-	for _, k := range []string{"TEST_DATABASE_URL", "DATABASE_URL"} {
-		if v := os.Getenv(k); v != "" {
-			return v
-		}
+	if v := os.Getenv("TEST_DATABASE_URL"); v != "" {
+		return v
+	}
+	if v := os.Getenv("DATABASE_URL"); v != "" {
+		return withDatabase(v, "postgres")
 	}
 	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 }

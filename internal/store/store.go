@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -160,6 +161,17 @@ func scalar[T any](ctx context.Context, db DBTX, q string, args ...any) (T, erro
 	return v, err
 }
 
+// LockKey is a 64-bit advisory lock key for id within namespace: FNV-1a
+// over "keapsync/<namespace>\x00<id>", computed in Go so it never changes
+// with Postgres' hashtext. Namespaces keep different locks on one account
+// apart ("refresh", "hooks").
+func LockKey(namespace, id string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("keapsync/" + namespace + "\x00"))
+	h.Write([]byte(id))
+	return int64(h.Sum64())
+}
+
 // AdvisoryXactLock takes a transaction-scoped advisory lock; it is released
 // at commit or rollback, so it also works through a transaction pooler.
 func (s *Store) AdvisoryXactLock(ctx context.Context, tx pgx.Tx, key int64) error {
@@ -209,6 +221,13 @@ func (s *Store) RotateTokens(ctx context.Context, db DBTX, id string, version in
 // RecordFailure notes a failed refresh at version and returns the failure count.
 func (s *Store) RecordFailure(ctx context.Context, db DBTX, id string, version int64, retryAfter time.Time, ambiguous bool, msg string) (int, error) {
 	return scalar[int](ctx, db, s.sql("TokenRecordFailure"), id, version, retryAfter, ambiguous, msg)
+}
+
+// DropStaleRefreshJobs deletes waiting refresh_token jobs of versions
+// older than version (all of them with version = MaxInt64).
+func (s *Store) DropStaleRefreshJobs(ctx context.Context, db DBTX, id string, version int64) error {
+	_, err := db.Exec(ctx, s.sql("RefreshJobsDropStale"), id, version)
+	return err
 }
 
 // DeleteTokens destroys an account's ciphertexts.

@@ -6,12 +6,14 @@ import (
 	"time"
 )
 
-// HookEndpoint is an account's receiver secret: its hash and a sealed copy.
+// HookEndpoint is an account's receiver secret (its hash and a sealed copy)
+// with the event keys the account is subscribed to.
 type HookEndpoint struct {
-	AccountID  string `db:"account_id"`
-	SecretHash []byte `db:"secret_hash"`
-	KeyID      string `db:"key_id"`
-	SecretCT   []byte `db:"secret_ct"`
+	AccountID  string   `db:"account_id"`
+	SecretHash []byte   `db:"secret_hash"`
+	KeyID      string   `db:"key_id"`
+	SecretCT   []byte   `db:"secret_ct"`
+	EventKeys  []string `db:"event_keys"`
 }
 
 // HookSubscription is a row of keapsync.hook_subscriptions.
@@ -59,6 +61,16 @@ func (s *Store) GetHookEndpoint(ctx context.Context, db DBTX, accountID string) 
 // InsertHookEndpoint stores a receiver secret unless one exists.
 func (s *Store) InsertHookEndpoint(ctx context.Context, db DBTX, e HookEndpoint) error {
 	_, err := db.Exec(ctx, s.sql("HookEndpointInsert"), e.AccountID, e.SecretHash, e.KeyID, e.SecretCT)
+	return err
+}
+
+// DeleteHookEndpoint forgets the receiver secret and every subscription
+// row: the receiver URL stops working at once.
+func (s *Store) DeleteHookEndpoint(ctx context.Context, db DBTX, accountID string) error {
+	if _, err := db.Exec(ctx, s.sql("HookSubscriptionDeleteAll"), accountID); err != nil {
+		return err
+	}
+	_, err := db.Exec(ctx, s.sql("HookEndpointDelete"), accountID)
 	return err
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -147,6 +148,9 @@ func (c *Coordinator) Connect(ctx context.Context, id string, tok keap.Token) er
 		if err := c.o.Scheduler.ScheduleRefresh(ctx, tx, id, version, c.nextDue(now, tok.ExpiresAt)); err != nil {
 			return err
 		}
+		if err := c.o.Store.DropStaleRefreshJobs(ctx, tx, id, version); err != nil {
+			return err
+		}
 		kind := "connected"
 		if prev.Status == store.StatusReauthRequired {
 			kind = "recovered"
@@ -161,8 +165,10 @@ func (c *Coordinator) Connect(ctx context.Context, id string, tok keap.Token) er
 	return nil
 }
 
-// Disconnect destroys an account's ciphertexts and marks it disconnected.
-// Pending refresh jobs find no tokens and end. Unknown accounts get ErrNotFound.
+// Disconnect destroys an account's ciphertexts and its hook receiver secret
+// (the receiver URL answers 404 from then on) and marks it disconnected.
+// Pending refresh jobs find no tokens and end. Unknown accounts get
+// ErrNotFound. Callers that can should delete the hooks at Keap first.
 func (c *Coordinator) Disconnect(ctx context.Context, id string) error {
 	err := pgx.BeginFunc(ctx, c.o.Pool, func(tx pgx.Tx) error {
 		if err := c.o.Store.AdvisoryXactLock(ctx, tx, LockKey(id)); err != nil {
@@ -174,9 +180,18 @@ func (c *Coordinator) Disconnect(ctx context.Context, id string) error {
 		if err := c.o.Store.DeleteTokens(ctx, tx, id); err != nil {
 			return err
 		}
+		if err := c.o.Store.DeleteHookEndpoint(ctx, tx, id); err != nil {
+			return err
+		}
+		if err := c.o.Store.DropStaleRefreshJobs(ctx, tx, id, math.MaxInt64); err != nil {
+			return err
+		}
 		return c.setStatus(ctx, tx, id, store.StatusDisconnected, "disconnected through the API", nil)
 	})
 	c.cache.drop(id)
+	if err == nil {
+		c.log.InfoContext(ctx, "account disconnected", "account_id", id)
+	}
 	return err
 }
 

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -101,12 +100,7 @@ func New(o Options) *Coordinator {
 // LockKey is the advisory lock key of an account: FNV-1a over a fixed
 // namespace and the id, computed in Go so it never changes with Postgres'
 // hashtext.
-func LockKey(accountID string) int64 {
-	h := fnv.New64a()
-	h.Write([]byte("keapsync/refresh\x00"))
-	h.Write([]byte(accountID))
-	return int64(h.Sum64())
-}
+func LockKey(accountID string) int64 { return store.LockKey("refresh", accountID) }
 
 // Get returns a valid access token, refreshing first when it expires within
 // Skew. Errors are *Error with CodeAccountNotFound, CodeReauthRequired or
@@ -276,6 +270,9 @@ func (c *Coordinator) writeRotation(ctx context.Context, tx pgx.Tx, row store.To
 	}
 	if err := c.o.Scheduler.ScheduleRefresh(ctx, tx, row.AccountID, version, c.nextDue(now, tok.ExpiresAt)); err != nil {
 		return Token{}, fmt.Errorf("schedule next refresh: %w", err)
+	}
+	if err := c.o.Store.DropStaleRefreshJobs(ctx, tx, row.AccountID, version); err != nil {
+		return Token{}, err
 	}
 	if err := c.o.Store.InsertEvent(ctx, tx, row.AccountID, "refreshed", map[string]any{
 		"version": version, "access_expires_at": tok.ExpiresAt,

@@ -121,14 +121,19 @@ func TestRefreshJobInsertedInTheTokenTransaction(t *testing.T) {
 	require.NoError(t, err)
 	row = h.Row("acme")
 	jobs = h.Jobs("acme")
-	require.Len(t, jobs, 2)
-	require.Equal(t, row.Version, jobs[1].Version)
+	require.Len(t, jobs, 1, "the superseded version's job is gone")
+	require.Equal(t, row.Version, jobs[0].Version)
 
 	// Same transaction: the job row and the token row carry the same xmin.
 	var same bool
 	require.NoError(t, h.Pool.QueryRow(ctx, `SELECT (SELECT xmin::text FROM keapsync.oauth_tokens WHERE account_id = 'acme')
-		= (SELECT xmin::text FROM keapsync.river_job WHERE id = $1)`, jobs[1].ID).Scan(&same))
+		= (SELECT xmin::text FROM keapsync.river_job WHERE id = $1)`, jobs[0].ID).Scan(&same))
 	require.True(t, same, "tokens and the next job must commit together")
+
+	// The ops view shows the current version's job.
+	var next time.Time
+	require.NoError(t, h.Pool.QueryRow(ctx, `SELECT next_refresh_at FROM keapsync.account_health WHERE account_id = 'acme'`).Scan(&next))
+	require.WithinDuration(t, jobs[0].ScheduledAt, next, time.Millisecond)
 }
 
 // failingScheduler fails its first n calls, as a crash between the Keap call
@@ -329,6 +334,7 @@ func TestDisconnectDestroysCiphertexts(t *testing.T) {
 	var n int
 	require.NoError(t, h.Pool.QueryRow(ctx, "SELECT count(*) FROM keapsync.oauth_tokens").Scan(&n))
 	require.Zero(t, n)
+	require.Empty(t, h.Jobs("acme"), "no refresh waits for a disconnected account")
 	require.Equal(t, tokens.CodeAccountNotFound, tokens.ErrorCode(h.Tokens.Disconnect(ctx, "nobody")))
 }
 

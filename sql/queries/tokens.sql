@@ -82,6 +82,7 @@ SELECT t.account_id, t.version, t.access_expires_at, t.refresh_issued_at,
            SELECT 1 FROM keapsync.river_job j
            WHERE j.kind = 'refresh_token'
              AND j.args ->> 'account_id' = t.account_id
+             AND (j.args ->> 'version')::bigint = t.version
              AND j.state IN ('available', 'scheduled', 'retryable', 'running', 'pending')
        ) AS unscheduled
 FROM keapsync.oauth_tokens t
@@ -93,5 +94,15 @@ WHERE a.status = 'connected'
            SELECT 1 FROM keapsync.river_job j
            WHERE j.kind = 'refresh_token'
              AND j.args ->> 'account_id' = t.account_id
+             AND (j.args ->> 'version')::bigint = t.version
              AND j.state IN ('available', 'scheduled', 'retryable', 'running', 'pending')))
 ORDER BY t.account_id;
+
+-- name: RefreshJobsDropStale
+-- Jobs for versions older than the current one would only wake up to do
+-- nothing; a running one is left to finish.
+DELETE FROM keapsync.river_job
+WHERE kind = 'refresh_token'
+  AND args ->> 'account_id' = $1
+  AND (args ->> 'version')::bigint < $2
+  AND state IN ('available', 'scheduled', 'retryable', 'pending');

@@ -1,7 +1,16 @@
 -- name: HookEndpointGet
-SELECT account_id, secret_hash, key_id, secret_ct
-FROM keapsync.hook_endpoints
-WHERE account_id = $1;
+SELECT e.account_id, e.secret_hash, e.key_id, e.secret_ct,
+       coalesce(array_agg(s.event_key ORDER BY s.event_key) FILTER (WHERE s.event_key IS NOT NULL), '{}') AS event_keys
+FROM keapsync.hook_endpoints e
+LEFT JOIN keapsync.hook_subscriptions s ON s.account_id = e.account_id
+WHERE e.account_id = $1
+GROUP BY e.account_id;
+
+-- name: HookEndpointDelete
+DELETE FROM keapsync.hook_endpoints WHERE account_id = $1;
+
+-- name: HookSubscriptionDeleteAll
+DELETE FROM keapsync.hook_subscriptions WHERE account_id = $1;
 
 -- name: HookEndpointInsert
 INSERT INTO keapsync.hook_endpoints (account_id, secret_hash, key_id, secret_ct)

@@ -39,6 +39,7 @@ LEFT JOIN LATERAL (
     FROM keapsync.river_job j
     WHERE j.kind = 'refresh_token'
       AND j.args ->> 'account_id' = a.id
+      AND (j.args ->> 'version')::bigint = t.version
       AND j.state IN ('available', 'scheduled', 'retryable', 'running', 'pending')
     ORDER BY j.scheduled_at
     LIMIT 1
