@@ -18,7 +18,8 @@ type stats struct {
 	lat       []time.Duration
 }
 
-func (s stats) perSecond() float64 { return float64(s.N) / s.Elapsed.Seconds() }
+// perSecond counts successful operations only.
+func (s stats) perSecond() float64 { return float64(s.N-s.Errors) / s.Elapsed.Seconds() }
 
 func (s stats) pct(p float64) time.Duration {
 	if len(s.lat) == 0 {

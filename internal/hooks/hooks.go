@@ -31,7 +31,9 @@ import (
 
 // Manager is safe for concurrent use.
 type Manager struct {
-	mu sync.Mutex // see locked
+	mu      sync.Mutex // see locked
+	cacheMu sync.Mutex
+	cache   map[string]cachedEndpoint
 
 	Pool          *pgxpool.Pool
 	Store         *store.Store
@@ -50,22 +52,74 @@ var DefaultEvents = []string{"contact.add", "contact.edit", "contact.delete"}
 var dummyHash = sha256.Sum256([]byte("keapsync: no such endpoint"))
 
 // VerifySecret reports whether secret is accountID's receiver secret and,
-// if so, which event keys the account is subscribed to.
+// if so, which event keys the account is subscribed to. Answers are cached
+// for EndpointCacheTTL: Keap delivers in bursts, and a database round trip
+// per delivery was a third of the receiver's CPU. Changes made through this
+// Manager take effect at once; those made on other replicas within the TTL.
 func (m *Manager) VerifySecret(ctx context.Context, accountID, secret string) (bool, []string, error) {
-	e, err := m.Store.GetHookEndpoint(ctx, m.Pool, accountID)
-	want := dummyHash[:]
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-	case err != nil:
+	e, err := m.endpoint(ctx, accountID)
+	if err != nil {
 		return false, nil, err
-	default:
-		want = e.SecretHash
+	}
+	want := dummyHash[:]
+	if e.found {
+		want = e.hash
 	}
 	got := sha256.Sum256([]byte(secret))
-	if subtle.ConstantTimeCompare(got[:], want) != 1 || err != nil {
+	if subtle.ConstantTimeCompare(got[:], want) != 1 || !e.found {
 		return false, nil, nil
 	}
-	return true, e.EventKeys, nil
+	return true, e.events, nil
+}
+
+// EndpointCacheTTL bounds how long a replica trusts its cached view of an
+// account's receiver secret and subscriptions.
+const EndpointCacheTTL = 10 * time.Second
+
+// maxCached bounds the cache; past it the cache starts over, so a flood of
+// made-up account ids cannot grow it without end.
+const maxCached = 10000
+
+type cachedEndpoint struct {
+	found  bool
+	hash   []byte
+	events []string
+	until  time.Time
+}
+
+func (m *Manager) endpoint(ctx context.Context, accountID string) (cachedEndpoint, error) {
+	now := time.Now()
+	m.cacheMu.Lock()
+	e, ok := m.cache[accountID]
+	m.cacheMu.Unlock()
+	if ok && now.Before(e.until) {
+		return e, nil
+	}
+	row, err := m.Store.GetHookEndpoint(ctx, m.Pool, accountID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		e = cachedEndpoint{}
+	case err != nil:
+		return cachedEndpoint{}, err
+	default:
+		e = cachedEndpoint{found: true, hash: row.SecretHash, events: row.EventKeys}
+	}
+	e.until = now.Add(EndpointCacheTTL)
+	m.cacheMu.Lock()
+	if m.cache == nil || len(m.cache) >= maxCached {
+		m.cache = map[string]cachedEndpoint{}
+	}
+	m.cache[accountID] = e
+	m.cacheMu.Unlock()
+	return e, nil
+}
+
+// Forget drops the cached view of an account, after a change to its
+// receiver or subscriptions.
+func (m *Manager) Forget(accountID string) {
+	m.cacheMu.Lock()
+	delete(m.cache, accountID)
+	m.cacheMu.Unlock()
 }
 
 // Endpoint returns accountID's receiver URL, creating its secret on first use.
@@ -130,6 +184,7 @@ func (m *Manager) Subscribe(ctx context.Context, accountID string, events []stri
 func (m *Manager) locked(ctx context.Context, accountID string, fn func() error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer m.Forget(accountID)
 	for {
 		var got bool
 		err := pgx.BeginFunc(ctx, m.Pool, func(tx pgx.Tx) error {

@@ -193,7 +193,11 @@ func (s *Server) handleDisconnect() http.Handler {
 				s.Logger.WarnContext(r.Context(), "could not delete keap hooks before disconnecting", "account_id", id, "error", err)
 			}
 		}
-		if err := s.Tokens.Disconnect(r.Context(), id); err != nil {
+		err = s.Tokens.Disconnect(r.Context(), id)
+		if s.Hooks != nil {
+			s.Hooks.Forget(id) // the receiver secret is gone
+		}
+		if err != nil {
 			writeError(w, r, err)
 			return
 		}

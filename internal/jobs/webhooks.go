@@ -31,13 +31,24 @@ type HookHealthArgs struct{}
 // Kind implements river.JobArgs.
 func (HookHealthArgs) Kind() string { return "hook_health" }
 
+// copyThreshold is the batch size from which COPY beats one INSERT: COPY
+// costs an extra round trip, which dominates small deliveries.
+const copyThreshold = 10
+
 // EnqueueEvents implements inbox.Enqueuer: one job per inbox row, in tx.
+// Large batches use River's COPY-based bulk insert (the jobs need no
+// uniqueness: the inbox row is the dedup); in the B4 profile the INSERT path
+// was a quarter of the receiver's CPU at 100 objects per delivery.
 func (s Scheduler) EnqueueEvents(ctx context.Context, tx pgx.Tx, accountID string, eventIDs []int64) error {
 	params := make([]river.InsertManyParams, len(eventIDs))
 	for i, id := range eventIDs {
 		params[i] = river.InsertManyParams{Args: ProcessWebhookEventArgs{EventID: id, AccountID: accountID}}
 	}
-	_, err := s.Client.InsertManyTx(ctx, tx, params)
+	if len(params) < copyThreshold {
+		_, err := s.Client.InsertManyTx(ctx, tx, params)
+		return err
+	}
+	_, err := s.Client.InsertManyFastTx(ctx, tx, params)
 	return err
 }
 
