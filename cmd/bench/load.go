@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"sort"
@@ -44,44 +45,27 @@ func newClient(conns int) *http.Client {
 }
 
 // load runs `conns` workers for `dur`, each sending the request mk returns
-// and waiting for the whole answer; a status other than 200 is an error.
+// and reading the whole answer; a status other than 200 is an error.
 func load(conns int, dur time.Duration, mk func(worker, seq int) *http.Request) stats {
 	client := newClient(conns)
 	defer client.CloseIdleConnections()
-	var mu sync.Mutex
-	var all []time.Duration
-	var errs atomic.Int64
-	deadline := time.Now().Add(dur)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for w := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			lat := make([]time.Duration, 0, 4096)
-			for seq := 0; time.Now().Before(deadline); seq++ {
-				req := mk(w, seq)
-				t0 := time.Now()
-				resp, err := client.Do(req)
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				lat = append(lat, time.Since(t0))
-				if err != nil || resp.StatusCode != http.StatusOK {
-					errs.Add(1)
-				}
-			}
-			mu.Lock()
-			all = append(all, lat...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return finish(all, int(errs.Load()), time.Since(start))
+	return loop(context.Background(), conns, dur, func(w, seq int) error {
+		resp, err := client.Do(mk(w, seq))
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return errStatus
+		}
+		return nil
+	})
 }
 
-// loop is load's twin for work that is not HTTP (the database baselines).
+var errStatus = errors.New("status other than 200")
+
+// loop runs `workers` goroutines calling op for `dur`, timing every call.
 func loop(ctx context.Context, workers int, dur time.Duration, op func(worker, seq int) error) stats {
 	var mu sync.Mutex
 	var all []time.Duration

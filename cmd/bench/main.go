@@ -25,7 +25,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keapsync/keapsync/internal/jobs"
@@ -255,23 +254,16 @@ func (b *bench) tokenBody(addr string) ([]byte, error) {
 	return body, err
 }
 
+// freshDatabase drops and creates database name on adminURL's server.
 func freshDatabase(ctx context.Context, adminURL, name string) (string, error) {
-	conn, err := pgx.Connect(ctx, adminURL)
-	if err != nil {
-		return "", fmt.Errorf("connect to Postgres: %w", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-		return "", err
-	}
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		return "", err
-	}
 	u, err := url.Parse(adminURL)
 	if err != nil {
 		return "", err
 	}
 	u.Path = "/" + name
+	if _, err := store.CreateDatabase(ctx, u.String(), true); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
 	return u.String(), nil
 }
 

@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/keapsync/keapsync/internal/store"
 )
 
 func main() {
@@ -319,24 +321,7 @@ func (d *demo) deliverAndWait(ctx context.Context, conn *pgx.Conn, fake, account
 }
 
 func fakeCall(base, method, path, body string, out any) error {
-	req, err := http.NewRequest(method, base+path, strings.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("fake keap %s %s answered %d: %s", method, path, resp.StatusCode, raw)
-	}
-	if out == nil {
-		return nil
-	}
-	return json.Unmarshal(raw, out)
+	return doJSON(method, base+path, "", body, func(status int) bool { return status < 300 }, out)
 }
 
 type tokenResponse struct {
@@ -346,11 +331,19 @@ type tokenResponse struct {
 }
 
 func (d *demo) call(method, path, body string, want int, out any) error {
-	req, err := http.NewRequest(method, d.api+path, strings.NewReader(body))
+	return doJSON(method, d.api+path, d.key, body, func(status int) bool { return status == want }, out)
+}
+
+// doJSON sends body (JSON, or nothing) with an optional bearer key and
+// decodes the answer into out when ok accepts its status.
+func doJSON(method, url, key, body string, ok func(int) bool, out any) error {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+d.key)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -360,8 +353,11 @@ func (d *demo) call(method, path, body string, want int, out any) error {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		return fmt.Errorf("%s %s answered %d, want %d: %s", method, path, resp.StatusCode, want, raw)
+	if !ok(resp.StatusCode) {
+		return fmt.Errorf("%s %s answered %d: %s", method, req.URL.Path, resp.StatusCode, raw)
+	}
+	if out == nil {
+		return nil
 	}
 	return json.Unmarshal(raw, out)
 }
@@ -407,23 +403,16 @@ func (d *demo) stopAll() {
 	d.procs = nil
 }
 
+// freshDatabase drops and creates database name on adminURL's server.
 func freshDatabase(ctx context.Context, adminURL, name string) (string, error) {
-	conn, err := pgx.Connect(ctx, adminURL)
-	if err != nil {
-		return "", fmt.Errorf("connect to Postgres: %w", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-		return "", err
-	}
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		return "", err
-	}
 	u, err := url.Parse(adminURL)
 	if err != nil {
 		return "", err
 	}
 	u.Path = "/" + name
+	if _, err := store.CreateDatabase(ctx, u.String(), true); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
 	return u.String(), nil
 }
 

@@ -13,7 +13,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/keapsync/keapsync/internal/hooks"
@@ -101,24 +100,6 @@ func isMissingDatabase(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "3D000" // invalid_catalog_name
 }
 
-// createDatabase creates the database a URL names, connecting to the
-// server's postgres database to do it.
-func createDatabase(ctx context.Context, raw string) (string, error) {
-	cfg, err := pgx.ParseConfig(raw)
-	if err != nil {
-		return "", err
-	}
-	name := cfg.Database
-	cfg.Database = "postgres"
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
-	return name, err
-}
-
 // servePprof exposes the profiler on its own address, never on the API's.
 func servePprof(addr string, log *slog.Logger) {
 	mux := http.NewServeMux()
@@ -143,7 +124,7 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 	pool, err := openPool(ctx, url, "session")
 	if isMissingDatabase(err) {
 		// Local convenience: create the database named in DATABASE_URL.
-		name, cerr := createDatabase(ctx, url)
+		name, cerr := store.CreateDatabase(ctx, url, false)
 		if cerr != nil {
 			return fmt.Errorf("%w (and creating it failed: %v)", err, cerr)
 		}

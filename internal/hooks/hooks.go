@@ -270,12 +270,8 @@ func (m *Manager) Unsubscribe(ctx context.Context, accountID string) (int, error
 }
 
 func (m *Manager) unsubscribe(ctx context.Context, accountID string) (int, error) {
-	subs, err := m.Store.ListHookSubscriptions(ctx, m.Pool, accountID)
+	subs, tok, err := m.subscriptions(ctx, accountID)
 	if err != nil || len(subs) == 0 {
-		return 0, err
-	}
-	tok, err := m.Tokens.Get(ctx, accountID)
-	if err != nil {
 		return 0, err
 	}
 	for _, s := range subs {
@@ -310,15 +306,22 @@ func (m *Manager) CheckHealth(ctx context.Context) (int, error) {
 	return n, errors.Join(errs...)
 }
 
+// subscriptions returns the stored subscriptions and, when there are any,
+// a token to talk to Keap about them.
+func (m *Manager) subscriptions(ctx context.Context, accountID string) ([]store.HookSubscription, tokens.Token, error) {
+	subs, err := m.Store.ListHookSubscriptions(ctx, m.Pool, accountID)
+	if err != nil || len(subs) == 0 {
+		return nil, tokens.Token{}, err
+	}
+	tok, err := m.Tokens.Get(ctx, accountID)
+	return subs, tok, err
+}
+
 // sync reads the account's hooks from Keap and updates the stored rows;
 // with verify, hooks that are not Verified get a /verify call, counted.
 func (m *Manager) sync(ctx context.Context, accountID string, verify bool) (int, error) {
-	subs, err := m.Store.ListHookSubscriptions(ctx, m.Pool, accountID)
+	subs, tok, err := m.subscriptions(ctx, accountID)
 	if err != nil || len(subs) == 0 {
-		return 0, err
-	}
-	tok, err := m.Tokens.Get(ctx, accountID)
-	if err != nil {
 		return 0, err
 	}
 	remote, err := m.Keap.ListHooks(ctx, tok.AccessToken)
