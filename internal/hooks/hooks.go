@@ -51,25 +51,37 @@ var DefaultEvents = []string{"contact.add", "contact.edit", "contact.delete"}
 // unknown account and a wrong secret take the same time.
 var dummyHash = sha256.Sum256([]byte("keapsync: no such endpoint"))
 
-// VerifySecret reports whether secret is accountID's receiver secret and,
-// if so, which event keys the account is subscribed to. Answers are cached
-// for EndpointCacheTTL: Keap delivers in bursts, and a database round trip
-// per delivery was a third of the receiver's CPU. Changes made through this
-// Manager take effect at once; those made on other replicas within the TTL.
-func (m *Manager) VerifySecret(ctx context.Context, accountID, secret string) (bool, []string, error) {
-	e, err := m.endpoint(ctx, accountID)
-	if err != nil {
-		return false, nil, err
-	}
-	want := dummyHash[:]
-	if e.found {
-		want = e.hash
-	}
+// VerifySecret reports whether secret is accountID's receiver secret.
+// Answers come from a cache (EndpointCacheTTL) only when they are yes: Keap
+// delivers in bursts, and a database round trip per delivery was a third of
+// the receiver's CPU. A no is always checked against the database, so a
+// secret created on another replica a moment ago is never refused.
+func (m *Manager) VerifySecret(ctx context.Context, accountID, secret string) (bool, error) {
 	got := sha256.Sum256([]byte(secret))
-	if subtle.ConstantTimeCompare(got[:], want) != 1 || !e.found {
-		return false, nil, nil
+	match := func(e cachedEndpoint) bool {
+		want := dummyHash[:]
+		if e.found {
+			want = e.hash
+		}
+		return subtle.ConstantTimeCompare(got[:], want) == 1 && e.found
 	}
-	return true, e.events, nil
+	return m.check(ctx, accountID, match)
+}
+
+// Subscribed reports whether accountID is subscribed to eventKey, cached
+// like VerifySecret: a subscription made on another replica (or by the CLI)
+// while this one cached the account is seen at once.
+func (m *Manager) Subscribed(ctx context.Context, accountID, eventKey string) (bool, error) {
+	return m.check(ctx, accountID, func(e cachedEndpoint) bool { return slices.Contains(e.events, eventKey) })
+}
+
+func (m *Manager) check(ctx context.Context, accountID string, ok func(cachedEndpoint) bool) (bool, error) {
+	e, cached, err := m.endpoint(ctx, accountID, false)
+	if err != nil || ok(e) || !cached {
+		return err == nil && ok(e), err
+	}
+	e, _, err = m.endpoint(ctx, accountID, true)
+	return err == nil && ok(e), err
 }
 
 // EndpointCacheTTL bounds how long a replica trusts its cached view of an
@@ -87,20 +99,22 @@ type cachedEndpoint struct {
 	until  time.Time
 }
 
-func (m *Manager) endpoint(ctx context.Context, accountID string) (cachedEndpoint, error) {
+// endpoint returns the account's receiver view, from the cache unless
+// fresh, and whether it came from the cache.
+func (m *Manager) endpoint(ctx context.Context, accountID string, fresh bool) (cachedEndpoint, bool, error) {
 	now := time.Now()
 	m.cacheMu.Lock()
 	e, ok := m.cache[accountID]
 	m.cacheMu.Unlock()
-	if ok && now.Before(e.until) {
-		return e, nil
+	if ok && !fresh && now.Before(e.until) {
+		return e, true, nil
 	}
 	row, err := m.Store.GetHookEndpoint(ctx, m.Pool, accountID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		e = cachedEndpoint{}
 	case err != nil:
-		return cachedEndpoint{}, err
+		return cachedEndpoint{}, false, err
 	default:
 		e = cachedEndpoint{found: true, hash: row.SecretHash, events: row.EventKeys}
 	}
@@ -111,7 +125,7 @@ func (m *Manager) endpoint(ctx context.Context, accountID string) (cachedEndpoin
 	}
 	m.cache[accountID] = e
 	m.cacheMu.Unlock()
-	return e, nil
+	return e, false, nil
 }
 
 // Forget drops the cached view of an account, after a change to its

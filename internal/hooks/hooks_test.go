@@ -51,12 +51,19 @@ func TestSubscribeVerifiesDuringCreate(t *testing.T) {
 	require.NoError(t, h.Pool.QueryRow(ctx, `SELECT count(*) FROM keapsync.hook_endpoints e
 		WHERE e::text LIKE '%'||$1||'%'`, secret).Scan(&n))
 	require.Zero(t, n)
-	ok, events, err := h.Hooks.VerifySecret(ctx, "acme", secret)
+	ok, err := h.Hooks.VerifySecret(ctx, "acme", secret)
 	require.NoError(t, err)
 	require.True(t, ok)
-	require.Equal(t, []string{"contact.add", "contact.delete", "contact.edit"}, events)
+	for _, ev := range hooks.DefaultEvents {
+		ok, err := h.Hooks.Subscribed(ctx, "acme", ev)
+		require.NoError(t, err)
+		require.True(t, ok, ev)
+	}
+	ok, err = h.Hooks.Subscribed(ctx, "acme", "order.add")
+	require.NoError(t, err)
+	require.False(t, ok)
 	for _, tc := range [][2]string{{"acme", secret + "x"}, {"acme", ""}, {"ghost", secret}} {
-		ok, _, err := h.Hooks.VerifySecret(ctx, tc[0], tc[1])
+		ok, err := h.Hooks.VerifySecret(ctx, tc[0], tc[1])
 		require.NoError(t, err)
 		require.False(t, ok, tc)
 	}
@@ -117,6 +124,33 @@ func TestHealthReverifiesInactiveHooks(t *testing.T) {
 	require.Zero(t, n)
 }
 
+// TestCacheNeverRefusesFreshSubscriptions: one replica verifies the
+// handshake (caching the account before any subscription exists) while
+// another stores the subscription; the first must accept the deliveries.
+func TestCacheNeverRefusesFreshSubscriptions(t *testing.T) {
+	t.Parallel()
+	h := keaptest.New(t, keaptest.Options{})
+	h.Serve()
+	h.Connect("acme")
+	url, err := h.Hooks.Endpoint(ctx, "acme")
+	require.NoError(t, err)
+	secret := url[strings.LastIndex(url, "/")+1:]
+	ok, err := h.Hooks.Subscribed(ctx, "acme", "contact.add")
+	require.NoError(t, err)
+	require.False(t, ok) // now cached: no subscriptions
+
+	_, _, other := h.NewCoordinator(h.Pool)
+	other.Hooks.PublicBaseURL = h.APIURL
+	_, err = other.Hooks.Subscribe(ctx, "acme", []string{"contact.add"})
+	require.NoError(t, err)
+	ok, err = h.Hooks.Subscribed(ctx, "acme", "contact.add")
+	require.NoError(t, err)
+	require.True(t, ok, "a cached no is checked again")
+	ok, err = h.Hooks.VerifySecret(ctx, "acme", secret)
+	require.NoError(t, err)
+	require.True(t, ok)
+}
+
 func TestConcurrentSubscribesMakeNoTwins(t *testing.T) {
 	t.Parallel()
 	h := keaptest.New(t, keaptest.Options{})
@@ -153,7 +187,7 @@ func TestDisconnectRetiresTheReceiver(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, 200, resp.StatusCode)
 	require.Empty(t, h.Fake.Hooks(), "hooks are deleted at Keap before the token goes")
-	ok, _, err := h.Hooks.VerifySecret(ctx, "acme", secret)
+	ok, err := h.Hooks.VerifySecret(ctx, "acme", secret)
 	require.NoError(t, err)
 	require.False(t, ok, "the receiver URL is dead")
 	subs, err := h.Hooks.List(ctx, "acme")

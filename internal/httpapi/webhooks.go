@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"slices"
 
 	"github.com/gorilla/mux"
 
@@ -25,7 +24,7 @@ func (s *Server) handleWebhook() http.Handler {
 			writeError(w, r, errNoEndpoint)
 			return
 		}
-		ok, subscribed, err := s.Hooks.VerifySecret(r.Context(), id, secret)
+		ok, err := s.Hooks.VerifySecret(r.Context(), id, secret)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -54,7 +53,12 @@ func (s *Server) handleWebhook() http.Handler {
 			writeError(w, r, &apiError{Code: pe.Code, Message: pe.Message})
 			return
 		}
-		if !slices.Contains(subscribed, d.EventKey) {
+		subscribed, err := s.Hooks.Subscribed(r.Context(), id, d.EventKey)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		if !subscribed {
 			// Keap only sends what a hook subscribed to; anything else was
 			// not sent by Keap for this account.
 			writeError(w, r, &apiError{Code: "event_not_subscribed", Message: "this account is not subscribed to " + d.EventKey})
