@@ -2,6 +2,7 @@ package tokens_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"testing"
@@ -191,8 +192,13 @@ func TestInvalidGrantNeedsReauth(t *testing.T) {
 	t.Parallel()
 	h := keaptest.New(t, keaptest.Options{})
 	h.Connect("acme")
+	listener, err := h.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer listener.Release()
+	_, err = listener.Exec(ctx, "LISTEN keapsync_events")
+	require.NoError(t, err)
 	h.Fake.FailNext("/token", 1, 400, []byte(`{"error": "invalid_grant", "error_description": "Invalid refresh token"}`))
-	_, err := h.Tokens.Refresh(ctx, "acme")
+	_, err = h.Tokens.Refresh(ctx, "acme")
 	require.Equal(t, tokens.CodeReauthRequired, tokens.ErrorCode(err))
 
 	acct, err := h.Store.GetAccount(ctx, h.Pool, "acme")
@@ -217,6 +223,21 @@ func TestInvalidGrantNeedsReauth(t *testing.T) {
 	events, err = h.Store.ListEvents(ctx, h.Pool, "acme", 1)
 	require.NoError(t, err)
 	require.Equal(t, "recovered", events[0].Kind)
+
+	// Both state changes went out on keapsync_events, in order, after commit.
+	for _, want := range []string{"reauth_required", "recovered"} {
+		wait, cancel := context.WithTimeout(ctx, 5*time.Second)
+		n, err := listener.Conn().WaitForNotification(wait)
+		cancel()
+		require.NoError(t, err)
+		var msg struct {
+			AccountID string `json:"account_id"`
+			Event     string `json:"event"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(n.Payload), &msg))
+		require.Equal(t, "acme", msg.AccountID)
+		require.Equal(t, want, msg.Event)
+	}
 }
 
 func TestTransientFailureKeepsTokensAndBacksOff(t *testing.T) {
