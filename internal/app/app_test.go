@@ -1,9 +1,12 @@
 package app_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -88,15 +91,18 @@ func TestMissingConfigNamesTheVariable(t *testing.T) {
 func TestServeEndToEnd(t *testing.T) {
 	t.Parallel()
 	h := keaptest.New(t, keaptest.Options{})
-	dbURL := pgtest.NewEmpty(t)
+	dbURL := pgtest.NewMissing(t) // migrate creates it
 	vars := map[string]string{
 		"DATABASE_URL": dbURL, "KEAP_CLIENT_ID": keaptest.ClientID, "KEAP_CLIENT_SECRET": keaptest.ClientSecret,
 		"KEAP_REDIRECT_URI": keaptest.RedirectURI, "TOKEN_ENCRYPTION_KEYS": keaptest.Keys,
 		"INTERNAL_API_KEY": "app-test-key-0123456789", "LISTEN_ADDR": "127.0.0.1:0",
 		"KEAP_AUTH_URL": h.FakeURL + "/app/oauth/authorize", "KEAP_TOKEN_URL": h.FakeURL + "/token", "KEAP_API_URL": h.FakeURL + "/crm/rest",
 	}
+	u, err := url.Parse(dbURL)
+	require.NoError(t, err)
 	out, _, err := run(t, vars, "migrate")
 	require.NoError(t, err)
+	require.Contains(t, out, "created database "+strings.TrimPrefix(u.Path, "/")+"\n")
 	require.Contains(t, out, "002_ops_views.sql")
 	out, _, err = run(t, vars, "migrate")
 	require.NoError(t, err)
@@ -123,6 +129,18 @@ func TestServeEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, 200, resp.StatusCode)
+
+	// "OPTIONS *" gets the router's JSON answer, not net/http's empty 200.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	require.NoError(t, err)
+	_, err = io.WriteString(conn, "OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	require.NoError(t, err)
+	resp, err = http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	raw, _ := io.ReadAll(resp.Body)
+	conn.Close()
+	require.NotEqual(t, 200, resp.StatusCode)
+	require.Contains(t, string(raw), `"error"`)
 
 	req, _ := http.NewRequest("POST", base+"/oauth/initiate", strings.NewReader(`{"keap_account_id":"acme"}`))
 	req.Header.Set("Authorization", "Bearer app-test-key-0123456789")

@@ -45,6 +45,9 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		// "OPTIONS *" reaches the router (and gets its JSON 404) instead of
+		// net/http's empty 200.
+		DisableGeneralOptionsHandler: true,
 	}
 	ln, err := net.Listen("tcp", c.cfg.ListenAddr)
 	if err != nil {

@@ -79,6 +79,21 @@ func create(t testing.TB, template string) string {
 	if err != nil {
 		t.Fatalf("pgtest: create database: %v", err)
 	}
+	dropAtEnd(t, name)
+	return withDatabase(AdminURL(), name)
+}
+
+// NewMissing returns the URL of a database that does not exist yet, for
+// code that creates it; it is dropped at the end of the test if it exists.
+func NewMissing(t testing.TB) string {
+	t.Helper()
+	name := "keapsync_test_" + randomHex(6)
+	dropAtEnd(t, name)
+	return withDatabase(AdminURL(), name)
+}
+
+func dropAtEnd(t testing.TB, name string) {
+	ctx := context.Background()
 	t.Cleanup(func() {
 		c, err := pgx.Connect(ctx, AdminURL())
 		if err != nil {
@@ -90,7 +105,6 @@ func create(t testing.TB, template string) string {
 			t.Errorf("pgtest: drop %s: %v", name, err)
 		}
 	})
-	return withDatabase(AdminURL(), name)
 }
 
 // NewPool is New plus a pool on the database, closed at the end of the test.

@@ -14,7 +14,7 @@ func CreateDatabase(ctx context.Context, dbURL string, recreate bool) (string, e
 	if err != nil {
 		return "", err
 	}
-	name := pgx.Identifier{cfg.Database}.Sanitize()
+	name := cfg.Database
 	cfg.Database = "postgres"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
@@ -22,10 +22,10 @@ func CreateDatabase(ctx context.Context, dbURL string, recreate bool) (string, e
 	}
 	defer conn.Close(ctx)
 	if recreate {
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
 			return "", err
 		}
 	}
-	_, err = conn.Exec(ctx, "CREATE DATABASE "+name)
-	return cfg.Database, err
+	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	return name, err
 }
