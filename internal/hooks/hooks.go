@@ -44,6 +44,10 @@ type Manager struct {
 	Logger        *slog.Logger
 }
 
+// CodeUnknownEventKey is the error code for a subscription to an event key
+// Keap does not offer.
+const CodeUnknownEventKey = "unknown_event_key"
+
 // DefaultEvents are what `hooks subscribe` uses without --events.
 var DefaultEvents = []string{"contact.add", "contact.edit", "contact.delete"}
 
@@ -177,7 +181,8 @@ func (m *Manager) createEndpoint(ctx context.Context, accountID string) error {
 
 // Subscribe creates a Keap subscription for each event not yet subscribed.
 // Keap verifies the receiver while each create call runs, so keapsync serve
-// must be reachable at PUBLIC_BASE_URL. Unknown event keys are refused by Keap.
+// must be reachable at PUBLIC_BASE_URL. Event keys Keap does not list are
+// refused (CodeUnknownEventKey) before anything is created.
 func (m *Manager) Subscribe(ctx context.Context, accountID string, events []string) ([]store.HookSubscription, error) {
 	var out []store.HookSubscription
 	err := m.locked(ctx, accountID, func() error {
@@ -228,6 +233,17 @@ func (m *Manager) requireAccount(ctx context.Context, accountID string) error {
 }
 
 func (m *Manager) subscribe(ctx context.Context, accountID string, events []string) ([]store.HookSubscription, error) {
+	// Read under the hooks lock, the status settles any race with a
+	// disconnect (the token alone could come from another replica's cache).
+	if acct, err := m.Store.GetAccount(ctx, m.Pool, accountID); errors.Is(err, store.ErrNotFound) || err == nil && acct.Status == store.StatusDisconnected {
+		return nil, tokens.ErrNotFound
+	} else if err != nil {
+		return nil, err
+	}
+	tok, err := m.Tokens.Get(ctx, accountID)
+	if err != nil {
+		return nil, err
+	}
 	hookURL, err := m.Endpoint(ctx, accountID)
 	if err != nil {
 		return nil, err
@@ -236,14 +252,26 @@ func (m *Manager) subscribe(ctx context.Context, accountID string, events []stri
 	if err != nil {
 		return nil, err
 	}
-	tok, err := m.Tokens.Get(ctx, accountID)
+	events = slices.DeleteFunc(slices.Clone(events), func(ev string) bool {
+		return slices.ContainsFunc(have, func(s store.HookSubscription) bool { return s.EventKey == ev })
+	})
+	if len(events) == 0 {
+		return have, nil
+	}
+	known, err := m.Keap.EventKeys(ctx, tok.AccessToken)
 	if err != nil {
 		return nil, err
 	}
+	var unknown []string
 	for _, ev := range events {
-		if slices.ContainsFunc(have, func(s store.HookSubscription) bool { return s.EventKey == ev }) {
-			continue
+		if !slices.Contains(known, ev) {
+			unknown = append(unknown, ev)
 		}
+	}
+	if len(unknown) > 0 {
+		return nil, &tokens.Error{Code: CodeUnknownEventKey, Message: "Keap has no event key " + strings.Join(unknown, ", ") + " (see GET /v1/hooks/event_keys)"}
+	}
+	for _, ev := range events {
 		h, err := m.Keap.CreateHook(ctx, tok.AccessToken, ev, hookURL)
 		if err != nil {
 			return nil, fmt.Errorf("subscribe %s: %w", ev, err)
@@ -281,6 +309,19 @@ func (m *Manager) Unsubscribe(ctx context.Context, accountID string) (int, error
 		return err
 	})
 	return n, err
+}
+
+// Disconnect deletes accountID's hooks at Keap while its token still
+// exists, then runs disconnect, both under the account's hooks lock, so no
+// subscribe can create hooks between the two. A failure at Keap is logged
+// and does not keep the account connected.
+func (m *Manager) Disconnect(ctx context.Context, accountID string, disconnect func() error) error {
+	return m.locked(ctx, accountID, func() error {
+		if _, err := m.unsubscribe(ctx, accountID); err != nil && tokens.ErrorCode(err) != tokens.CodeAccountNotFound {
+			m.Logger.WarnContext(ctx, "could not delete keap hooks before disconnecting", "account_id", accountID, "error", err)
+		}
+		return disconnect()
+	})
 }
 
 func (m *Manager) unsubscribe(ctx context.Context, accountID string) (int, error) {

@@ -2,6 +2,7 @@ package hooks_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/keapsync/keapsync/internal/hooks"
 	"github.com/keapsync/keapsync/internal/keapfake"
 	"github.com/keapsync/keapsync/internal/keaptest"
+	"github.com/keapsync/keapsync/internal/pgtest"
 	"github.com/keapsync/keapsync/internal/tokens"
 )
 
@@ -167,6 +169,41 @@ func TestConcurrentSubscribesMakeNoTwins(t *testing.T) {
 	}
 	wg.Wait()
 	require.Len(t, h.Fake.Hooks(), 3, "one hook per event at Keap, however many callers")
+}
+
+// TestSubscribeCannotSlipIntoADisconnect: a subscribe from another replica
+// arriving after the disconnect removed the hooks at Keap, but before the
+// token is gone, waits for the disconnect and then finds no account; it must
+// not leave hooks at Keap that nothing could remove.
+func TestSubscribeCannotSlipIntoADisconnect(t *testing.T) {
+	t.Parallel()
+	h := keaptest.New(t, keaptest.Options{})
+	h.Serve()
+	h.Connect("acme")
+	_, err := h.Hooks.Subscribe(ctx, "acme", hooks.DefaultEvents)
+	require.NoError(t, err)
+	_, _, replica := h.NewCoordinator(pgtest.Pool(t, h.DBURL))
+
+	subscribed := make(chan error, 1)
+	err = h.Hooks.Disconnect(ctx, "acme", func() error {
+		require.Empty(t, h.Fake.Hooks(), "hooks at Keap go before the token")
+		go func() {
+			_, err := replica.Hooks.Subscribe(ctx, "acme", hooks.DefaultEvents)
+			subscribed <- err
+		}()
+		select {
+		case err := <-subscribed:
+			return fmt.Errorf("a subscribe finished inside the disconnect (err=%v)", err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		return h.Tokens.Disconnect(ctx, "acme")
+	})
+	require.NoError(t, err)
+	require.Equal(t, tokens.CodeAccountNotFound, tokens.ErrorCode(<-subscribed))
+	require.Empty(t, h.Fake.Hooks())
+	var endpoints int
+	require.NoError(t, h.Pool.QueryRow(ctx, "SELECT count(*) FROM keapsync.hook_endpoints WHERE account_id = 'acme'").Scan(&endpoints))
+	require.Zero(t, endpoints)
 }
 
 func TestDisconnectRetiresTheReceiver(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/keapsync/keapsync/internal/hooks"
 	"github.com/keapsync/keapsync/internal/keap"
 	"github.com/keapsync/keapsync/internal/tokens"
 )
@@ -28,6 +29,7 @@ var statusByCode = map[string]int{
 	tokens.CodeTenantMismatch:    http.StatusConflict,
 	"invalid_json":               http.StatusBadRequest,
 	"invalid_event_key":          http.StatusBadRequest,
+	hooks.CodeUnknownEventKey:    http.StatusBadRequest,
 	"invalid_object_keys":        http.StatusBadRequest,
 	"invalid_object_id":          http.StatusBadRequest,
 	"invalid_timestamp":          http.StatusBadRequest,

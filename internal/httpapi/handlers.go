@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -42,21 +43,22 @@ func accountID(r *http.Request) (string, error) {
 	return id, nil
 }
 
-// decodeJSON reads exactly one JSON object into v.
-func decodeJSON(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
+// decodeJSON reads the whole body into v: one JSON value of v's shape. With
+// emptyOK an empty body leaves v as it is. A body that cannot be read is
+// invalid_body (413 when too large), anything else wrong invalid_json.
+func decodeJSON(r *http.Request, v any, emptyOK bool) error {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return bodyError(err)
+	}
+	if emptyOK && len(bytes.TrimSpace(b)) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
 		return &apiError{Code: "invalid_json", Message: "request body must be a JSON object of the documented shape"}
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
 		return &apiError{Code: "invalid_json", Message: "request body must hold one JSON object"}
 	}
 	return nil
@@ -68,7 +70,7 @@ func (s *Server) handleInitiate() http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req request
-		if err := decodeJSON(r, &req); err != nil {
+		if err := decodeJSON(r, &req, false); err != nil {
 			writeError(w, r, err)
 			return
 		}
@@ -186,16 +188,11 @@ func (s *Server) handleDisconnect() http.Handler {
 			writeError(w, r, err)
 			return
 		}
-		// Delete the hooks at Keap while a token still exists; a failure
-		// there must not keep the account connected.
+		disconnect := func() error { return s.Tokens.Disconnect(r.Context(), id) }
 		if s.Hooks != nil {
-			if _, err := s.Hooks.Unsubscribe(r.Context(), id); err != nil && tokens.ErrorCode(err) != tokens.CodeAccountNotFound {
-				s.Logger.WarnContext(r.Context(), "could not delete keap hooks before disconnecting", "account_id", id, "error", err)
-			}
-		}
-		err = s.Tokens.Disconnect(r.Context(), id)
-		if s.Hooks != nil {
-			s.Hooks.Forget(id) // the receiver secret is gone
+			err = s.Hooks.Disconnect(r.Context(), id, disconnect) // hooks at Keap go first
+		} else {
+			err = disconnect()
 		}
 		if err != nil {
 			writeError(w, r, err)

@@ -1,10 +1,12 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -65,6 +67,25 @@ func (b bundle) do(t *testing.T, method, path, auth, body string) response {
 	r := response{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
 	_ = json.Unmarshal(raw, &r.Body)
 	require.NotEqual(t, http.StatusInternalServerError, r.Status, "never a 500: %s %s -> %s", method, path, raw)
+	return r
+}
+
+// raw sends request as written, for what net/http's client will not send
+// (a broken chunked body), and reads the response.
+func (b bundle) raw(t *testing.T, request string) response {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(b.url, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = io.WriteString(conn, request)
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	r := response{Status: resp.StatusCode, Header: resp.Header, Raw: string(body)}
+	_ = json.Unmarshal(body, &r.Body)
 	return r
 }
 
@@ -328,6 +349,19 @@ func TestBadInput(t *testing.T) {
 	var states int
 	require.NoError(t, b.h.Pool.QueryRow(ctx, "SELECT count(*) FROM keapsync.oauth_states").Scan(&states))
 	require.Zero(t, states)
+}
+
+func TestUnreadableBodyAndBearerScheme(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r := b.raw(t, "POST /oauth/initiate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+apiKey+
+		"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nabc\r\n0\r\n\r\n")
+	require.Equal(t, http.StatusBadRequest, r.Status, r.Raw)
+	require.Equal(t, "invalid_body", r.Body["error"], r.Raw)
+
+	// The scheme name is case-insensitive (RFC 9110); the key is not.
+	require.Equal(t, http.StatusOK, b.do(t, "GET", "/oauth/accounts", "bearer "+apiKey, "").Status)
+	require.Equal(t, http.StatusUnauthorized, b.do(t, "GET", "/oauth/accounts", "bearer "+strings.ToUpper(apiKey), "").Status)
 }
 
 func TestOversizedChunkedBody(t *testing.T) {

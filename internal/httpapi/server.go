@@ -85,12 +85,14 @@ func NewServer(d Deps) *Server {
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
-// bearer requires "Authorization: Bearer <INTERNAL_API_KEY>". Hashing both
-// sides first makes the comparison constant-time in the key's length too.
-// Failed attempts count against the client address's rate limit.
+// bearer requires "Authorization: Bearer <INTERNAL_API_KEY>" (the scheme in
+// any case, RFC 9110). Hashing both sides first makes the comparison
+// constant-time in the key's length too. Failed attempts count against the
+// client address's rate limit.
 func (s *Server) bearer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		ok := strings.EqualFold(scheme, "Bearer")
 		h := sha256.Sum256([]byte(strings.TrimSpace(got)))
 		if !ok || subtle.ConstantTimeCompare(h[:], s.keyHash[:]) != 1 {
 			if !s.limiter.allow(clientIP(r), time.Now()) {

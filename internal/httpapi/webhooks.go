@@ -95,11 +95,9 @@ func (s *Server) handleSubscribe() http.Handler {
 			return
 		}
 		req := request{}
-		if r.ContentLength != 0 {
-			if err := decodeJSON(r, &req); err != nil {
-				writeError(w, r, err)
-				return
-			}
+		if err := decodeJSON(r, &req, true); err != nil {
+			writeError(w, r, err)
+			return
 		}
 		if len(req.Events) == 0 {
 			req.Events = hooks.DefaultEvents

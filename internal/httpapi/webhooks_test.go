@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/keapsync/keapsync/internal/hooks"
 	"github.com/keapsync/keapsync/internal/keaptest"
 )
 
@@ -187,10 +188,20 @@ func TestHookManagementOverHTTP(t *testing.T) {
 	requireError(t, b.do(t, "POST", "/hooks/acme", auth, `{"events":`), 400, "invalid_json")
 	requireError(t, b.do(t, "POST", "/hooks/acme", "", ``), 401, "unauthorized")
 	requireError(t, b.do(t, "POST", "/hooks/ghost", auth, ``), 404, "account_not_found")
-	requireError(t, b.do(t, "POST", "/hooks/acme", auth, `{"events":["contact.nonsense"]}`), 502, "keap_error")
+	requireError(t, b.do(t, "POST", "/hooks/acme", auth, `{"events":["contact.nonsense"]}`), 400, "unknown_event_key")
+	// A valid key next to an unknown one creates nothing.
+	before := len(b.h.Fake.Hooks())
+	requireError(t, b.do(t, "POST", "/hooks/acme", auth, `{"events":["note.add","contact.nonsense"]}`), 400, "unknown_event_key")
+	require.Len(t, b.h.Fake.Hooks(), before)
 
 	r = b.do(t, "DELETE", "/hooks/acme", auth, "")
 	require.Equal(t, http.StatusOK, r.Status)
 	require.EqualValues(t, 3, r.Body["removed"])
 	require.Empty(t, b.h.Fake.Hooks())
+
+	// An empty body, even sent chunked, means the default events.
+	r = b.raw(t, "POST /hooks/acme HTTP/1.1\r\nHost: x\r\nAuthorization: "+auth+
+		"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n")
+	require.Equal(t, http.StatusCreated, r.Status, r.Raw)
+	require.Len(t, r.Body["subscriptions"].([]any), len(hooks.DefaultEvents))
 }

@@ -97,6 +97,13 @@ func (c *Client) GetContact(ctx context.Context, token seal.Secret, id int64) (j
 	return raw, err
 }
 
+// EventKeys lists the event keys Keap accepts for REST hooks.
+func (c *Client) EventKeys(ctx context.Context, token seal.Secret) ([]string, error) {
+	var keys []string
+	err := c.rest(ctx, "list event keys", http.MethodGet, "/v1/hooks/event_keys", token, nil, &keys)
+	return keys, err
+}
+
 // ListHooks lists the tenant's REST hook subscriptions.
 func (c *Client) ListHooks(ctx context.Context, token seal.Secret) ([]Hook, error) {
 	var hooks []Hook

@@ -68,6 +68,11 @@ func TestHookCalls(t *testing.T) {
 	t.Cleanup(recv.Close)
 	tok := seal.Secret(b.fake.Mint().AccessToken)
 
+	keys, err := b.client.EventKeys(ctx, tok)
+	require.NoError(t, err)
+	require.Contains(t, keys, "contact.add")
+	require.NotContains(t, keys, "contact.nonsense")
+
 	h, err := b.client.CreateHook(ctx, tok, "contact.add", recv.URL+"/hook")
 	require.NoError(t, err)
 	require.Equal(t, "Verified", h.Status)
