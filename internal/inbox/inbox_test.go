@@ -61,6 +61,14 @@ func TestIngestStoresRowsAndJobsTogether(t *testing.T) {
 	a, _ = ingest(t, h, keys(1000))
 	require.Equal(t, 1000, a)
 	require.Equal(t, 1004, count(t, h, "SELECT count(*) FROM keapsync.river_job WHERE kind = 'process_webhook_event'"))
+
+	// Without a timestamp nothing tells a replay from a later change of the
+	// object: both are kept (a second fetch is harmless, a lost edit is not).
+	for range 2 {
+		a, dup = ingest(t, h, `{"event_key":"contact.edit","object_keys":[{"id":777}]}`)
+		require.Equal(t, 1, a)
+		require.Zero(t, dup)
+	}
 }
 
 func process(t *testing.T, h *keaptest.Harness, event string, id int64, ts time.Time) error {

@@ -55,13 +55,13 @@ func bad(code, msg string) error { return &ParseError{Code: code, Message: msg} 
 // 1,000 object_keys, each with a positive integer id and, when present, an
 // RFC 3339 timestamp. Unknown fields are ignored.
 func Parse(body []byte) (Delivery, error) {
-	var raw struct {
+	var raw *struct { // a pointer, so that a body of null stays nil
 		EventKey   json.RawMessage   `json:"event_key"`
 		ObjectType json.RawMessage   `json:"object_type"`
 		ObjectKeys []json.RawMessage `json:"object_keys"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&raw); err != nil {
+	if err := dec.Decode(&raw); err != nil || raw == nil {
 		var ute *json.UnmarshalTypeError
 		if errors.As(err, &ute) && ute.Field == "object_keys" {
 			return Delivery{}, bad("invalid_object_keys", "object_keys must be an array of objects")

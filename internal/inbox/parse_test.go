@@ -50,6 +50,7 @@ func TestParseRejects(t *testing.T) {
 	cases := map[string]struct{ body, code string }{
 		"not json":          {`{"event_key":`, "invalid_json"},
 		"array":             {`[1,2]`, "invalid_json"},
+		"null":              {`null`, "invalid_json"},
 		"two objects":       {`{"event_key":"contact.add","object_keys":[{"id":1}]} {}`, "invalid_json"},
 		"missing event key": {`{"object_keys":[{"id":1}]}`, "invalid_event_key"},
 		"numeric event key": {`{"event_key":5,"object_keys":[{"id":1}]}`, "invalid_event_key"},

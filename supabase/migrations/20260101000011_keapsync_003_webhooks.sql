@@ -34,7 +34,10 @@ CREATE TABLE keapsync.hook_subscriptions (
 );
 
 -- The inbox: one row per object key of a delivery, written before Keap gets
--- its 2xx. The dedup key makes a replayed delivery insert nothing.
+-- its 2xx. The dedup key makes a replayed delivery insert nothing. A key
+-- without a timestamp is never a duplicate (NULLs are distinct): storing a
+-- replay twice costs one idempotent fetch, while dedup on (id, NULL) would
+-- drop every later change of that object.
 CREATE TABLE keapsync.webhook_events (
     id           bigserial PRIMARY KEY,
     account_id   text NOT NULL,
@@ -48,7 +51,7 @@ CREATE TABLE keapsync.webhook_events (
     last_error   text,
     received_at  timestamptz NOT NULL DEFAULT now(),
     processed_at timestamptz,
-    CONSTRAINT webhook_events_dedup UNIQUE NULLS NOT DISTINCT (account_id, event_key, object_id, occurred_at)
+    CONSTRAINT webhook_events_dedup UNIQUE (account_id, event_key, object_id, occurred_at)
 );
 
 CREATE INDEX webhook_events_pending ON keapsync.webhook_events (account_id, received_at) WHERE status = 'pending';
