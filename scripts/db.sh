@@ -92,7 +92,7 @@ url)
 	start_cluster
 	;;
 stop)
-	if [ -f "$DATA/PG_VERSION" ]; then as_owner "$(pgbin pg_ctl)" -D "$DATA" -m fast stop || true; fi
+	if [ -f "$DATA/postmaster.pid" ]; then as_owner "$(pgbin pg_ctl)" -D "$DATA" -m fast stop || true; fi
 	;;
 *)
 	echo "usage: scripts/db.sh url|stop" >&2; exit 2 ;;

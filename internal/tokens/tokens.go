@@ -2,7 +2,7 @@
 // valid Keap access tokens and performs every refresh as one locked
 // read-refresh-write in Postgres, so that no two refreshes of one account
 // ever overlap, on any number of replicas, and a rotated refresh token is
-// never lost. See DESIGN.md "Refresh, precisely".
+// never lost. README.md, "How refresh works", walks through the algorithm.
 package tokens
 
 import (
