@@ -20,6 +20,18 @@ import (
 
 var ctx = context.Background()
 
+// subscribed serves keapsync with account acme connected and subscribed to
+// the default events.
+func subscribed(t *testing.T) *keaptest.Harness {
+	t.Helper()
+	h := keaptest.New(t, keaptest.Options{})
+	h.Serve()
+	h.Connect("acme")
+	_, err := h.Hooks.Subscribe(ctx, "acme", hooks.DefaultEvents)
+	require.NoError(t, err)
+	return h
+}
+
 func TestSubscribeVerifiesDuringCreate(t *testing.T) {
 	t.Parallel()
 	h := keaptest.New(t, keaptest.Options{})
@@ -177,29 +189,25 @@ func TestConcurrentSubscribesMakeNoTwins(t *testing.T) {
 // not leave hooks at Keap that nothing could remove.
 func TestSubscribeCannotSlipIntoADisconnect(t *testing.T) {
 	t.Parallel()
-	h := keaptest.New(t, keaptest.Options{})
-	h.Serve()
-	h.Connect("acme")
-	_, err := h.Hooks.Subscribe(ctx, "acme", hooks.DefaultEvents)
-	require.NoError(t, err)
+	h := subscribed(t)
 	_, _, replica := h.NewCoordinator(pgtest.Pool(t, h.DBURL))
 
-	subscribed := make(chan error, 1)
-	err = h.Hooks.Disconnect(ctx, "acme", func() error {
+	done := make(chan error, 1)
+	err := h.Hooks.Disconnect(ctx, "acme", func() error {
 		require.Empty(t, h.Fake.Hooks(), "hooks at Keap go before the token")
 		go func() {
 			_, err := replica.Hooks.Subscribe(ctx, "acme", hooks.DefaultEvents)
-			subscribed <- err
+			done <- err
 		}()
 		select {
-		case err := <-subscribed:
+		case err := <-done:
 			return fmt.Errorf("a subscribe finished inside the disconnect (err=%v)", err)
 		case <-time.After(300 * time.Millisecond):
 		}
 		return h.Tokens.Disconnect(ctx, "acme")
 	})
 	require.NoError(t, err)
-	require.Equal(t, tokens.CodeAccountNotFound, tokens.ErrorCode(<-subscribed))
+	require.Equal(t, tokens.CodeAccountNotFound, tokens.ErrorCode(<-done))
 	require.Empty(t, h.Fake.Hooks())
 	var endpoints int
 	require.NoError(t, h.Pool.QueryRow(ctx, "SELECT count(*) FROM keapsync.hook_endpoints WHERE account_id = 'acme'").Scan(&endpoints))
@@ -208,11 +216,7 @@ func TestSubscribeCannotSlipIntoADisconnect(t *testing.T) {
 
 func TestDisconnectRetiresTheReceiver(t *testing.T) {
 	t.Parallel()
-	h := keaptest.New(t, keaptest.Options{})
-	h.Serve()
-	h.Connect("acme")
-	_, err := h.Hooks.Subscribe(ctx, "acme", hooks.DefaultEvents)
-	require.NoError(t, err)
+	h := subscribed(t)
 	url, err := h.Hooks.Endpoint(ctx, "acme")
 	require.NoError(t, err)
 	secret := url[strings.LastIndex(url, "/")+1:]
@@ -256,11 +260,7 @@ func TestEndpointNeedsAConnectedAccount(t *testing.T) {
 // writes public.keap_contacts.
 func TestDeliveryToTable(t *testing.T) {
 	t.Parallel()
-	h := keaptest.New(t, keaptest.Options{})
-	h.Serve()
-	h.Connect("acme")
-	_, err := h.Hooks.Subscribe(ctx, "acme", hooks.DefaultEvents)
-	require.NoError(t, err)
+	h := subscribed(t)
 	require.NoError(t, h.River.Start(ctx))
 	t.Cleanup(func() { _ = h.River.Stop(context.Background()) })
 

@@ -61,12 +61,19 @@ func (b bundle) do(t *testing.T, method, path, auth, body string) response {
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := client.Do(req)
 	require.NoError(t, err)
+	r := read(t, resp)
+	require.NotEqual(t, http.StatusInternalServerError, r.Status, "never a 500: %s %s -> %s", method, path, r.Raw)
+	return r
+}
+
+// read reads and closes resp's body.
+func read(t *testing.T, resp *http.Response) response {
+	t.Helper()
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	r := response{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
 	_ = json.Unmarshal(raw, &r.Body)
-	require.NotEqual(t, http.StatusInternalServerError, r.Status, "never a 500: %s %s -> %s", method, path, raw)
 	return r
 }
 
@@ -81,12 +88,7 @@ func (b bundle) raw(t *testing.T, request string) response {
 	require.NoError(t, err)
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	r := response{Status: resp.StatusCode, Header: resp.Header, Raw: string(body)}
-	_ = json.Unmarshal(body, &r.Body)
-	return r
+	return read(t, resp)
 }
 
 func (b bundle) authed(t *testing.T, method, path, body string) response {
