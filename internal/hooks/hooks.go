@@ -140,11 +140,10 @@ func (m *Manager) Forget(accountID string) {
 	m.cacheMu.Unlock()
 }
 
-// Endpoint returns accountID's receiver URL, creating its secret on first use.
+// Endpoint returns accountID's receiver URL, creating its secret on first
+// use; a disconnected account has none.
 func (m *Manager) Endpoint(ctx context.Context, accountID string) (string, error) {
-	if _, err := m.Store.GetAccount(ctx, m.Pool, accountID); errors.Is(err, store.ErrNotFound) {
-		return "", tokens.ErrNotFound
-	} else if err != nil {
+	if err := m.requireAccount(ctx, accountID, true); err != nil {
 		return "", err
 	}
 	e, err := m.Store.GetHookEndpoint(ctx, m.Pool, accountID)
@@ -223,28 +222,25 @@ func (m *Manager) locked(ctx context.Context, accountID string, fn func() error)
 	}
 }
 
-// requireAccount returns tokens.ErrNotFound for an account keapsync does not know.
-func (m *Manager) requireAccount(ctx context.Context, accountID string) error {
-	_, err := m.Store.GetAccount(ctx, m.Pool, accountID)
-	if errors.Is(err, store.ErrNotFound) {
+// requireAccount returns tokens.ErrNotFound for an account keapsync does
+// not know and, when connected is set, for one that was disconnected.
+func (m *Manager) requireAccount(ctx context.Context, accountID string, connected bool) error {
+	a, err := m.Store.GetAccount(ctx, m.Pool, accountID)
+	if errors.Is(err, store.ErrNotFound) || err == nil && connected && a.Status == store.StatusDisconnected {
 		return tokens.ErrNotFound
 	}
 	return err
 }
 
 func (m *Manager) subscribe(ctx context.Context, accountID string, events []string) ([]store.HookSubscription, error) {
-	// Read under the hooks lock, the status settles any race with a
-	// disconnect (the token alone could come from another replica's cache).
-	if acct, err := m.Store.GetAccount(ctx, m.Pool, accountID); errors.Is(err, store.ErrNotFound) || err == nil && acct.Status == store.StatusDisconnected {
-		return nil, tokens.ErrNotFound
-	} else if err != nil {
-		return nil, err
-	}
-	tok, err := m.Tokens.Get(ctx, accountID)
+	// Endpoint reads the account's status under the hooks lock, which
+	// settles any race with a disconnect (the token alone could come from
+	// another replica's cache).
+	hookURL, err := m.Endpoint(ctx, accountID)
 	if err != nil {
 		return nil, err
 	}
-	hookURL, err := m.Endpoint(ctx, accountID)
+	tok, err := m.Tokens.Get(ctx, accountID)
 	if err != nil {
 		return nil, err
 	}
@@ -288,7 +284,7 @@ func (m *Manager) subscribe(ctx context.Context, accountID string, events []stri
 
 // List refreshes the stored subscriptions' statuses from Keap and returns them.
 func (m *Manager) List(ctx context.Context, accountID string) ([]store.HookSubscription, error) {
-	if err := m.requireAccount(ctx, accountID); err != nil {
+	if err := m.requireAccount(ctx, accountID, false); err != nil {
 		return nil, err
 	}
 	if _, err := m.sync(ctx, accountID, false); err != nil {
@@ -299,7 +295,7 @@ func (m *Manager) List(ctx context.Context, accountID string) ([]store.HookSubsc
 
 // Unsubscribe deletes every subscription of the account, at Keap and here.
 func (m *Manager) Unsubscribe(ctx context.Context, accountID string) (int, error) {
-	if err := m.requireAccount(ctx, accountID); err != nil {
+	if err := m.requireAccount(ctx, accountID, false); err != nil {
 		return 0, err
 	}
 	var n int

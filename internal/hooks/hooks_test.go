@@ -234,6 +234,8 @@ func TestDisconnectRetiresTheReceiver(t *testing.T) {
 	subs, err := h.Hooks.List(ctx, "acme")
 	require.NoError(t, err)
 	require.Empty(t, subs)
+	_, err = h.Hooks.Endpoint(ctx, "acme")
+	require.Equal(t, tokens.CodeAccountNotFound, tokens.ErrorCode(err), "no new secret while disconnected")
 
 	// Reconnected, the account gets a new secret.
 	h.Connect("acme")
