@@ -17,7 +17,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -133,7 +132,7 @@ func (b *bench) setup(adminURL string) error {
 	if b.self, err = os.Executable(); err != nil {
 		return err
 	}
-	b.dbURL, err = freshDatabase(ctx, adminURL, "keapsync_bench")
+	b.dbURL, err = store.FreshDatabase(ctx, adminURL, "keapsync_bench")
 	if err != nil {
 		return err
 	}
@@ -252,19 +251,6 @@ func (b *bench) tokenBody(addr string) ([]byte, error) {
 		err = fmt.Errorf("token GET answered %d: %s", resp.StatusCode, body)
 	}
 	return body, err
-}
-
-// freshDatabase drops and creates database name on adminURL's server.
-func freshDatabase(ctx context.Context, adminURL, name string) (string, error) {
-	u, err := url.Parse(adminURL)
-	if err != nil {
-		return "", err
-	}
-	u.Path = "/" + name
-	if _, err := store.CreateDatabase(ctx, u.String(), true); err != nil {
-		return "", fmt.Errorf("create database %s: %w", name, err)
-	}
-	return u.String(), nil
 }
 
 func (b *bench) table() string {

@@ -79,7 +79,7 @@ func (d *demo) detail(format string, args ...any) {
 func (d *demo) run(adminURL, dbName string) error {
 	ctx := context.Background()
 	d.say("Preparing a fresh database %q", dbName)
-	dbURL, err := freshDatabase(ctx, adminURL, dbName)
+	dbURL, err := store.FreshDatabase(ctx, adminURL, dbName)
 	if err != nil {
 		return err
 	}
@@ -401,19 +401,6 @@ func (d *demo) stopAll() {
 		}
 	}
 	d.procs = nil
-}
-
-// freshDatabase drops and creates database name on adminURL's server.
-func freshDatabase(ctx context.Context, adminURL, name string) (string, error) {
-	u, err := url.Parse(adminURL)
-	if err != nil {
-		return "", err
-	}
-	u.Path = "/" + name
-	if _, err := store.CreateDatabase(ctx, u.String(), true); err != nil {
-		return "", fmt.Errorf("create database %s: %w", name, err)
-	}
-	return u.String(), nil
 }
 
 func waitHTTP(u string, limit time.Duration, ok func(int) bool) error {

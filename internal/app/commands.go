@@ -127,7 +127,7 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 	pool, err := openPool(ctx, url, "session")
 	if isMissingDatabase(err) {
 		// Local convenience: create the database named in DATABASE_URL.
-		name, cerr := store.CreateDatabase(ctx, url, false)
+		name, cerr := store.CreateDatabase(ctx, url)
 		if cerr != nil {
 			return fmt.Errorf("%w (and creating it failed: %v)", err, cerr)
 		}

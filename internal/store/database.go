@@ -2,14 +2,34 @@ package store
 
 import (
 	"context"
+	"fmt"
+	"net/url"
 
 	"github.com/jackc/pgx/v5"
 )
 
 // CreateDatabase creates the database that dbURL names, connecting to the
-// same server's postgres database to do it; with recreate, an existing one
-// is dropped first (open connections and all). It returns the name.
-func CreateDatabase(ctx context.Context, dbURL string, recreate bool) (string, error) {
+// same server's postgres database to do it. It returns the name.
+func CreateDatabase(ctx context.Context, dbURL string) (string, error) {
+	return createDatabase(ctx, dbURL, false)
+}
+
+// FreshDatabase drops database name on serverURL's server (open connections
+// and all) and creates it empty, for the demo and the benchmarks. It
+// returns the new database's URL.
+func FreshDatabase(ctx context.Context, serverURL, name string) (string, error) {
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		return "", err
+	}
+	u.Path = "/" + name
+	if _, err := createDatabase(ctx, u.String(), true); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	return u.String(), nil
+}
+
+func createDatabase(ctx context.Context, dbURL string, recreate bool) (string, error) {
 	cfg, err := pgx.ParseConfig(dbURL)
 	if err != nil {
 		return "", err
