@@ -12,6 +12,7 @@ import (
 
 	"github.com/keapsync/keapsync/internal/inbox"
 	"github.com/keapsync/keapsync/internal/keaptest"
+	"github.com/keapsync/keapsync/internal/store"
 	"github.com/keapsync/keapsync/internal/tokens"
 )
 
@@ -211,10 +212,9 @@ func TestReauthRequiredLeavesEventsPending(t *testing.T) {
 	t.Parallel()
 	h := keaptest.New(t, keaptest.Options{})
 	h.Connect("acme")
-	_, err := h.Pool.Exec(ctx, "UPDATE keapsync.accounts SET status = 'reauth_required'")
-	require.NoError(t, err)
+	h.SetStatus("acme", store.StatusReauthRequired)
 	id := h.Fake.PutContact(map[string]any{"given_name": "Ada"})
-	err = process(t, h, "contact.add", id, time.Now())
+	err := process(t, h, "contact.add", id, time.Now())
 	var rl *inbox.RetryLater
 	require.ErrorAs(t, err, &rl)
 	require.Equal(t, tokens.CodeReauthRequired, tokens.ErrorCode(err))

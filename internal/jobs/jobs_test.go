@@ -11,6 +11,7 @@ import (
 	"github.com/keapsync/keapsync/internal/inbox"
 	"github.com/keapsync/keapsync/internal/jobs"
 	"github.com/keapsync/keapsync/internal/keaptest"
+	"github.com/keapsync/keapsync/internal/store"
 )
 
 var ctx = context.Background()
@@ -67,8 +68,7 @@ func TestSweeperIgnoresAccountsNeedingReauth(t *testing.T) {
 	t.Parallel()
 	h := keaptest.New(t, keaptest.Options{})
 	h.Connect("acme")
-	_, err := h.Pool.Exec(ctx, `UPDATE keapsync.accounts SET status = 'reauth_required'`)
-	require.NoError(t, err)
+	h.SetStatus("acme", store.StatusReauthRequired)
 	age(t, h, "acme", 40*24*time.Hour)
 	n, err := jobs.Sweep(ctx, h.Deps, jobs.Scheduler{Client: h.River})
 	require.NoError(t, err)
@@ -108,8 +108,7 @@ func TestWebhookJobSnoozesWhileReauthRequired(t *testing.T) {
 	t.Parallel()
 	h := keaptest.New(t, keaptest.Options{})
 	h.Connect("acme")
-	_, err := h.Pool.Exec(ctx, "UPDATE keapsync.accounts SET status = 'reauth_required'")
-	require.NoError(t, err)
+	h.SetStatus("acme", store.StatusReauthRequired)
 	id := h.Fake.PutContact(map[string]any{"given_name": "Ada"})
 	d, err := inbox.Parse([]byte(fmt.Sprintf(`{"event_key":"contact.add","object_keys":[{"id":%d}]}`, id)))
 	require.NoError(t, err)

@@ -196,6 +196,14 @@ func (h *Harness) Connect(id string) keapfake.TokenPair {
 	return p
 }
 
+// SetStatus puts account id in status directly, as if it had got there.
+func (h *Harness) SetStatus(id, status string) {
+	h.T.Helper()
+	if _, err := h.Pool.Exec(context.Background(), "UPDATE keapsync.accounts SET status = $2 WHERE id = $1", id, status); err != nil {
+		h.T.Fatal(err)
+	}
+}
+
 // Row reads an account's token row.
 func (h *Harness) Row(id string) store.TokenRow {
 	h.T.Helper()

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keapsync/keapsync/internal/keaptest"
+	"github.com/keapsync/keapsync/internal/store"
 	"github.com/keapsync/keapsync/internal/tokens"
 )
 
@@ -146,8 +147,7 @@ func TestReadErrors(t *testing.T) {
 	require.Contains(t, err.Error(), "account_not_found")
 	require.Equal(t, "", tokens.ErrorCode(nil))
 	h.Connect("acme")
-	_, err = h.Pool.Exec(ctx, "UPDATE keapsync.accounts SET status = 'reauth_required'")
-	require.NoError(t, err)
+	h.SetStatus("acme", store.StatusReauthRequired)
 	_, err = h.Tokens.Refresh(ctx, "acme")
 	require.Equal(t, tokens.CodeReauthRequired, tokens.ErrorCode(err))
 }
