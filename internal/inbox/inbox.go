@@ -60,8 +60,8 @@ func (in *Inbox) Ingest(ctx context.Context, accountID string, d Delivery) (acce
 	return accepted, len(d.Objects) - accepted, nil
 }
 
-// ErrRetryLater wraps failures after which the event stays pending and is
-// tried again later; RetryAfter says when, if known.
+// RetryLater wraps failures after which the event stays pending and is
+// tried again later; After says when, if known.
 type RetryLater struct {
 	After  time.Duration
 	Reason string
@@ -87,11 +87,8 @@ func (in *Inbox) Process(ctx context.Context, eventID int64) error {
 		return nil
 	}
 	if ev.ObjectType != "contact" {
-		return pgx.BeginFunc(ctx, in.Pool, func(tx pgx.Tx) error {
-			if err := in.Store.UpsertObject(ctx, tx, ev.AccountID, ev.ObjectType, ev.ObjectID, ev.EventKey, ev.ObjectKey, ev.OccurredAt); err != nil {
-				return err
-			}
-			return in.Store.FinishInboxEvent(ctx, tx, ev.ID, "done", nil)
+		return in.settle(ctx, ev.ID, func(tx pgx.Tx) error {
+			return in.Store.UpsertObject(ctx, tx, ev.AccountID, ev.ObjectType, ev.ObjectID, ev.EventKey, ev.ObjectKey, ev.OccurredAt)
 		})
 	}
 	raw, err := in.fetchContact(ctx, ev)
@@ -104,11 +101,9 @@ func (in *Inbox) Process(ctx context.Context, eventID int64) error {
 		if ev.OccurredAt != nil {
 			at = *ev.OccurredAt
 		}
-		return pgx.BeginFunc(ctx, in.Pool, func(tx pgx.Tx) error {
-			if _, err := in.Store.SoftDeleteContact(ctx, tx, ev.AccountID, ev.ObjectID, at); err != nil {
-				return err
-			}
-			return in.Store.FinishInboxEvent(ctx, tx, ev.ID, "done", nil)
+		return in.settle(ctx, ev.ID, func(tx pgx.Tx) error {
+			_, err := in.Store.SoftDeleteContact(ctx, tx, ev.AccountID, ev.ObjectID, at)
+			return err
 		})
 	case err != nil:
 		return in.retryable(ctx, ev, err)
@@ -124,16 +119,24 @@ func (in *Inbox) Process(ctx context.Context, eventID int64) error {
 		_ = in.Store.FinishInboxEvent(ctx, in.Pool, ev.ID, "failed", &msg)
 		return err
 	}
-	err = pgx.BeginFunc(ctx, in.Pool, func(tx pgx.Tx) error {
-		if _, err := in.Store.UpsertContact(ctx, tx, c); err != nil {
-			return err
-		}
-		return in.Store.FinishInboxEvent(ctx, tx, ev.ID, "done", nil)
+	err = in.settle(ctx, ev.ID, func(tx pgx.Tx) error {
+		_, err := in.Store.UpsertContact(ctx, tx, c)
+		return err
 	})
 	if err != nil {
 		_ = in.Store.RecordInboxAttempt(ctx, in.Pool, ev.ID, err.Error())
 	}
 	return err
+}
+
+// settle runs write and marks the inbox row done in one transaction.
+func (in *Inbox) settle(ctx context.Context, eventID int64, write func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, in.Pool, func(tx pgx.Tx) error {
+		if err := write(tx); err != nil {
+			return err
+		}
+		return in.Store.FinishInboxEvent(ctx, tx, eventID, "done", nil)
+	})
 }
 
 // fetchContact gets the contact with the account's token; a 401 gets one
