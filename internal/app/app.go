@@ -47,6 +47,7 @@ Commands:
   accounts    list accounts and their health, or show one
   token       print or force-refresh an account's access token
   hooks       subscribe, list or unsubscribe an account's Keap REST hooks
+  supabase    check through Supabase's API that synced data is not exposed
 
 Run "keapsync <command> --help" for a command's flags.
 Configuration comes from the environment: see .env.example.
@@ -78,6 +79,8 @@ func Run(ctx context.Context, env Env) error {
 		return runToken(ctx, env, args)
 	case "hooks":
 		return runHooks(ctx, env, args)
+	case "supabase":
+		return runSupabase(ctx, env, args)
 	}
 	fmt.Fprint(env.Stderr, usage)
 	return fmt.Errorf("%w: unknown command %q", ErrUsage, cmd)

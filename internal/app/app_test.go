@@ -19,6 +19,7 @@ import (
 	"github.com/keapsync/keapsync/internal/app"
 	"github.com/keapsync/keapsync/internal/keaptest"
 	"github.com/keapsync/keapsync/internal/pgtest"
+	"github.com/keapsync/keapsync/internal/supabasetest"
 )
 
 type syncBuffer struct {
@@ -49,7 +50,7 @@ func run(t *testing.T, vars map[string]string, args ...string) (string, string, 
 
 func TestHelpOnEveryCommand(t *testing.T) {
 	t.Parallel()
-	for _, cmd := range []string{"serve", "migrate", "fake-keap", "accounts", "token", "hooks"} {
+	for _, cmd := range []string{"serve", "migrate", "fake-keap", "accounts", "token", "hooks", "supabase"} {
 		out, _, err := run(t, nil, cmd, "--help")
 		require.NoError(t, err, cmd)
 		require.Contains(t, out, "Usage: keapsync "+cmd)
@@ -71,7 +72,7 @@ func TestHelpOnEveryCommand(t *testing.T) {
 		require.NoError(t, err, args)
 		require.Contains(t, out, "Usage: keapsync "+args[0], args)
 	}
-	for _, args := range [][]string{{"migrate", "extra"}, {"accounts", "a b"}, {"accounts", "a", "b"}, {"token", "get", ".."}, {"hooks", "subscribe"}} {
+	for _, args := range [][]string{{"migrate", "extra"}, {"accounts", "a b"}, {"accounts", "a", "b"}, {"token", "get", ".."}, {"hooks", "subscribe"}, {"supabase", "fix"}, {"supabase"}} {
 		_, _, err := run(t, nil, args...)
 		require.ErrorIs(t, err, app.ErrUsage, args)
 	}
@@ -83,6 +84,40 @@ func TestMissingConfigNamesTheVariable(t *testing.T) {
 	require.ErrorContains(t, err, "DATABASE_URL")
 	_, _, err = run(t, map[string]string{}, "migrate")
 	require.ErrorContains(t, err, "DATABASE_URL")
+	_, _, err = run(t, map[string]string{"DATABASE_URL": "postgres://127.0.0.1:1/x"}, "supabase", "check")
+	require.ErrorContains(t, err, "SUPABASE_URL")
+}
+
+// TestSupabaseCheck runs `keapsync supabase check` against a migrated
+// database with Supabase's roles, through the imitation of its REST API.
+func TestSupabaseCheck(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := pgtest.NewEmpty(t)
+	pool := pgtest.Pool(t, dbURL)
+	pgtest.SupabaseRoles(t, pool)
+	vars := map[string]string{"DATABASE_URL": dbURL}
+	_, _, err := run(t, vars, "migrate")
+	require.NoError(t, err)
+	vars["SUPABASE_URL"] = supabasetest.New(t, pool, supabasetest.Options{})
+	vars["SUPABASE_SERVICE_ROLE_KEY"] = supabasetest.ServiceRoleKey
+	vars["SUPABASE_ANON_KEY"] = supabasetest.AnonKey
+
+	out, _, err := run(t, vars, "supabase", "check")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "OK      anon reads public.keap_contacts")
+	require.NotContains(t, out, "FAIL")
+	require.NotContains(t, out, supabasetest.AnonKey)
+
+	_, err = pool.Exec(ctx, `INSERT INTO public.keap_contacts (account_id, keap_id) VALUES ('acme', 1);
+		GRANT SELECT ON public.keap_contacts TO anon; ALTER TABLE public.keap_contacts DISABLE ROW LEVEL SECURITY`)
+	require.NoError(t, err)
+	out, _, err = run(t, vars, "supabase", "check", "--json")
+	require.ErrorIs(t, err, app.ErrExposed)
+	var findings []map[string]string
+	require.NoError(t, json.Unmarshal([]byte(out), &findings))
+	require.Contains(t, findings, map[string]string{"check": "anon reads public.keap_contacts", "status": "fail",
+		"detail": "the anon key reads rows of public.keap_contacts: revoke its grants and enable row level security (migration 003 does both)"})
 }
 
 // TestServeEndToEnd boots the real program on :0 against a fresh database

@@ -15,6 +15,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/keapsync/keapsync/internal/config"
+	"github.com/keapsync/keapsync/internal/exposure"
 	"github.com/keapsync/keapsync/internal/hooks"
 	"github.com/keapsync/keapsync/internal/httpapi"
 	"github.com/keapsync/keapsync/internal/keap"
@@ -122,7 +124,7 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 	}
 	url := strings.TrimSpace(env.Getenv("DATABASE_URL"))
 	if url == "" {
-		return errors.New("config: DATABASE_URL is required")
+		return errors.New("config: DATABASE_URL is required (every variable is listed in .env.example)")
 	}
 	pool, err := openPool(ctx, url, "session")
 	if isMissingDatabase(err) {
@@ -202,7 +204,7 @@ func runAccounts(ctx context.Context, env Env, args []string) error {
 	}
 	url := strings.TrimSpace(env.Getenv("DATABASE_URL"))
 	if url == "" {
-		return errors.New("config: DATABASE_URL is required")
+		return errors.New("config: DATABASE_URL is required (every variable is listed in .env.example)")
 	}
 	pool, err := openPool(ctx, url, env.Getenv("DB_POOLER_MODE"))
 	if err != nil {
@@ -350,4 +352,51 @@ func runHooks(ctx context.Context, env Env, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.KeapKey, s.EventKey, s.Status, deref(s.LastVerifyResult))
 	}
 	return tw.Flush()
+}
+
+// ErrExposed is runSupabase's error when a check failed; the findings say which.
+var ErrExposed = errors.New("supabase check failed")
+
+func runSupabase(ctx context.Context, env Env, args []string) error {
+	fs := flags(env, "supabase", "supabase check [--json]\n\nAsks the Supabase project at SUPABASE_URL, through its REST API, what its keys can\nread: the service role must see public.keap_* as DATABASE_URL holds them (proof\nthat both name one database), the anon key (SUPABASE_ANON_KEY, optional) must\nread none of it, and no key may reach schema keapsync. Exits non-zero on any fail.")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	pos, done, err := parse(fs, args, 1, 1)
+	if done || err != nil {
+		return err
+	}
+	if pos[0] != "check" {
+		fs.Usage()
+		return fmt.Errorf("%w: want supabase check", ErrUsage)
+	}
+	cfg, err := config.LoadSupabase(env.Getenv)
+	if err != nil {
+		return err
+	}
+	pool, err := openPool(ctx, cfg.DatabaseURL, cfg.PoolerMode)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	st, err := store.New()
+	if err != nil {
+		return err
+	}
+	findings, err := exposure.Check(ctx, exposure.Options{URL: cfg.URL, ServiceKey: cfg.ServiceKey, AnonKey: cfg.AnonKey, DB: pool, Store: st})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		err = json.NewEncoder(env.Stdout).Encode(findings)
+	} else {
+		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "STATUS\tCHECK\tDETAIL")
+		for _, f := range findings {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", strings.ToUpper(string(f.Status)), f.Check, f.Detail)
+		}
+		err = tw.Flush()
+	}
+	if err == nil && exposure.Failed(findings) {
+		return ErrExposed
+	}
+	return err
 }

@@ -40,6 +40,7 @@ type Config struct {
 	OAuthSuccessURL  string        // OAUTH_SUCCESS_URL, optional: callback redirects there
 	SupabaseURL      string        // SUPABASE_URL, optional
 	SupabaseKey      seal.Secret   // SUPABASE_SERVICE_ROLE_KEY, optional
+	SupabaseAnonKey  seal.Secret   // SUPABASE_ANON_KEY, optional: lets `supabase check` test what browsers see
 	LogLevel         string        // LOG_LEVEL, default "info"
 	LogFormat        string        // LOG_FORMAT, "json" (default) or "text"
 	TokenCacheTTL    time.Duration // TOKEN_CACHE_TTL, default 30s; 0 turns the cache off
@@ -76,6 +77,7 @@ func Load(getenv func(string) string) (Config, error) {
 		OAuthSuccessURL:   l.optional("OAUTH_SUCCESS_URL", ""),
 		SupabaseURL:       l.optional("SUPABASE_URL", ""),
 		SupabaseKey:       seal.Secret(l.optional("SUPABASE_SERVICE_ROLE_KEY", "")),
+		SupabaseAnonKey:   seal.Secret(l.optional("SUPABASE_ANON_KEY", "")),
 		LogLevel:          l.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"),
 		LogFormat:         l.oneOf("LOG_FORMAT", "json", "json", "text"),
 		TokenCacheTTL:     l.duration("TOKEN_CACHE_TTL", 30*time.Second),
@@ -100,16 +102,34 @@ func Load(getenv func(string) string) (Config, error) {
 	if k := c.InternalAPIKey.Reveal(); k != "" && len(k) < 16 {
 		l.fail("INTERNAL_API_KEY", "must be at least 16 characters")
 	}
-	for _, name := range []string{"KEAP_AUTH_URL", "KEAP_TOKEN_URL", "KEAP_API_URL", "PUBLIC_BASE_URL"} {
-		if v := getenv(name); v != "" {
-			if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				l.fail(name, "must be an absolute http(s) URL")
-			}
-		}
-	}
+	l.urls("KEAP_AUTH_URL", "KEAP_TOKEN_URL", "KEAP_API_URL", "PUBLIC_BASE_URL", "SUPABASE_URL")
 	if c.RefreshEvery <= c.RefreshSkew && l.err == nil {
 		l.fail("REFRESH_EVERY", "must be longer than REFRESH_SKEW")
 	}
+	return c, l.err
+}
+
+// Supabase is what `keapsync supabase check` needs, without the Keap settings.
+type Supabase struct {
+	DatabaseURL string      // DATABASE_URL, required
+	PoolerMode  string      // DB_POOLER_MODE
+	URL         string      // SUPABASE_URL, required
+	ServiceKey  seal.Secret // SUPABASE_SERVICE_ROLE_KEY, required
+	AnonKey     seal.Secret // SUPABASE_ANON_KEY, optional
+}
+
+// LoadSupabase reads the Supabase settings through getenv, each required one
+// named when missing, as Load does.
+func LoadSupabase(getenv func(string) string) (Supabase, error) {
+	l := loader{getenv: getenv}
+	c := Supabase{
+		DatabaseURL: l.required("DATABASE_URL"),
+		PoolerMode:  l.oneOf("DB_POOLER_MODE", "session", "session", "transaction"),
+		URL:         strings.TrimRight(l.required("SUPABASE_URL"), "/"),
+		ServiceKey:  seal.Secret(l.required("SUPABASE_SERVICE_ROLE_KEY")),
+		AnonKey:     seal.Secret(l.optional("SUPABASE_ANON_KEY", "")),
+	}
+	l.urls("SUPABASE_URL")
 	return c, l.err
 }
 
@@ -141,10 +161,21 @@ func (l *loader) fail(name, msg string) {
 	}
 }
 
+// urls checks that each variable, when set, is an absolute http(s) URL.
+func (l *loader) urls(names ...string) {
+	for _, name := range names {
+		if v := strings.TrimSpace(l.getenv(name)); v != "" {
+			if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				l.fail(name, "must be an absolute http(s) URL")
+			}
+		}
+	}
+}
+
 func (l *loader) required(name string) string {
 	v := strings.TrimSpace(l.getenv(name))
 	if v == "" {
-		l.fail(name, "is required")
+		l.fail(name, "is required (every variable is listed in .env.example)")
 	}
 	return v
 }

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +51,7 @@ func TestEachProblemNamesItsVariable(t *testing.T) {
 		"KEAP_TOKEN_URL":        {"KEAP_TOKEN_URL": "ftp://x"},
 		"OAUTH_RATE_LIMIT":      {"OAUTH_RATE_LIMIT": "-1"},
 		"LOG_LEVEL":             {"LOG_LEVEL": "loud"},
+		"SUPABASE_URL":          {"SUPABASE_URL": "abc.supabase.co"},
 	}
 	for name, o := range cases {
 		_, err := config.Load(env(o))
@@ -83,4 +85,55 @@ func TestSecretsDoNotPrint(t *testing.T) {
 	c, err := config.Load(env(map[string]string{"KEAP_CLIENT_SECRET": "very-secret-value"}))
 	require.NoError(t, err)
 	require.False(t, strings.Contains(c.KeapClientSecret.String(), "very-secret-value"))
+}
+
+func TestLoadSupabase(t *testing.T) {
+	t.Parallel()
+	vars := map[string]string{"SUPABASE_URL": "https://abc.supabase.co/", "SUPABASE_SERVICE_ROLE_KEY": "service-key"}
+	c, err := config.LoadSupabase(env(vars))
+	require.NoError(t, err)
+	require.Equal(t, "https://abc.supabase.co", c.URL)
+	require.Equal(t, "service-key", c.ServiceKey.Reveal())
+	require.Empty(t, c.AnonKey.Reveal())
+	require.Equal(t, "session", c.PoolerMode)
+
+	for name, o := range map[string]map[string]string{
+		"SUPABASE_URL":              {"SUPABASE_URL": ""},
+		"SUPABASE_SERVICE_ROLE_KEY": {"SUPABASE_SERVICE_ROLE_KEY": ""},
+		"DATABASE_URL":              {"DATABASE_URL": ""},
+	} {
+		merged := map[string]string{}
+		for k, v := range vars {
+			merged[k] = v
+		}
+		for k, v := range o {
+			merged[k] = v
+		}
+		_, err := config.LoadSupabase(env(merged))
+		require.ErrorContains(t, err, name)
+	}
+	_, err = config.LoadSupabase(env(map[string]string{"SUPABASE_URL": "ftp://x", "SUPABASE_SERVICE_ROLE_KEY": "k"}))
+	require.ErrorContains(t, err, "SUPABASE_URL must be an absolute http(s) URL")
+}
+
+// TestEnvExampleListsEveryVariable records every name Load and LoadSupabase
+// ask for and finds each set in .env.example.
+func TestEnvExampleListsEveryVariable(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("../../.env.example")
+	require.NoError(t, err)
+	listed := map[string]bool{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if name, _, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			listed[name] = true
+		}
+	}
+	asked := map[string]bool{}
+	record := func(name string) string { asked[name] = true; return "" }
+	_, _ = config.Load(record)
+	_, _ = config.LoadSupabase(record)
+	require.NotEmpty(t, asked)
+	for name := range asked {
+		require.True(t, listed[name], ".env.example does not list %s", name)
+	}
 }

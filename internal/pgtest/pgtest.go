@@ -220,3 +220,28 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// SupabaseRoles gives the database behind pool what a Supabase project has
+// before any migration: the roles anon, authenticated and service_role
+// (cluster-wide, so created only when missing), service_role bypassing row
+// level security, and Supabase's default grants that hand every new table in
+// schema public to all three. Call it before migrating.
+func SupabaseRoles(t testing.TB, pool *pgxpool.Pool) {
+	t.Helper()
+	ctx := context.Background()
+	for _, role := range []string{"anon", "authenticated", "service_role"} {
+		// Another test binary may create the same role at the same moment.
+		_, err := pool.Exec(ctx, `DO $$ BEGIN EXECUTE format('CREATE ROLE %I NOLOGIN', '`+role+`');
+			EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$`)
+		if err != nil {
+			t.Fatalf("pgtest: create role %s: %v", role, err)
+		}
+	}
+	_, err := pool.Exec(ctx, `ALTER ROLE service_role BYPASSRLS;
+		GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
+		ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role;
+		ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role`)
+	if err != nil {
+		t.Fatalf("pgtest: supabase grants: %v", err)
+	}
+}

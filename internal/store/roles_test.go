@@ -23,18 +23,8 @@ func TestSupabaseRolesSeeNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := pgtest.Pool(t, pgtest.NewEmpty(t))
-	for _, role := range []string{"anon", "authenticated", "service_role"} {
-		// Roles are cluster-wide; tolerate another run having made them.
-		_, err := pool.Exec(ctx, `DO $$ BEGIN EXECUTE format('CREATE ROLE %I NOLOGIN', '`+role+`');
-			EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$`)
-		require.NoError(t, err)
-	}
-	_, err := pool.Exec(ctx, `ALTER ROLE service_role BYPASSRLS;
-		GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
-		ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role;
-		ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role`)
-	require.NoError(t, err)
-	_, err = store.Migrate(ctx, pool, slog.New(slog.DiscardHandler))
+	pgtest.SupabaseRoles(t, pool)
+	_, err := store.Migrate(ctx, pool, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 
 	rows, err := pool.Query(ctx, `SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables

@@ -160,3 +160,13 @@ func (s *Store) UpsertObject(ctx context.Context, db DBTX, accountID, objectType
 	_, err := db.Exec(ctx, s.sql("ObjectUpsert"), accountID, objectType, id, eventKey, data, occurred)
 	return err
 }
+
+// SyncedCounts returns how many rows public.keap_contacts and
+// public.keap_objects hold, by table name.
+func (s *Store) SyncedCounts(ctx context.Context, db DBTX) (map[string]int64, error) {
+	var contacts, objects int64
+	if err := db.QueryRow(ctx, s.sql("SyncedCounts")).Scan(&contacts, &objects); err != nil {
+		return nil, err
+	}
+	return map[string]int64{"keap_contacts": contacts, "keap_objects": objects}, nil
+}

@@ -93,3 +93,7 @@ VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (account_id, object_type, object_id) DO UPDATE
 SET event_key = EXCLUDED.event_key, data = EXCLUDED.data, occurred_at = EXCLUDED.occurred_at, synced_at = now()
 WHERE o.occurred_at IS NULL OR EXCLUDED.occurred_at IS NULL OR EXCLUDED.occurred_at >= o.occurred_at;
+
+-- name: SyncedCounts
+SELECT (SELECT count(*) FROM public.keap_contacts) AS contacts,
+       (SELECT count(*) FROM public.keap_objects) AS objects;
