@@ -2,6 +2,7 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
+FAKE_KEAP_ADDR ?= 127.0.0.1:9090
 
 .PHONY: help demo test bench build lint db db/stop db/reset migrate serve fake-keap supabase/migrations
 
@@ -39,8 +40,8 @@ migrate: build ## apply migrations to DATABASE_URL (from .env if present; create
 serve: build ## run keapsync serve with .env (copy .env.example first)
 	@scripts/env.sh bin/keapsync serve
 
-fake-keap: build ## run the fake Keap on 127.0.0.1:9090 with .env's client credentials
-	@scripts/env.sh bin/keapsync fake-keap --addr 127.0.0.1:9090
+fake-keap: build ## run the fake Keap on FAKE_KEAP_ADDR (127.0.0.1:9090) with .env's client credentials
+	@scripts/env.sh bin/keapsync fake-keap --addr $(FAKE_KEAP_ADDR)
 
 supabase/migrations: ## regenerate supabase/migrations from sql/migrations
 	@scripts/supabase-migrations.sh

@@ -17,7 +17,9 @@ func main() {
 	defer stop()
 	err := app.Run(ctx, app.Env{Args: os.Args[1:], Getenv: os.Getenv, Stdout: os.Stdout, Stderr: os.Stderr})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "keapsync:", err)
+		if err != app.ErrUsage { // a bare ErrUsage follows the usage text already printed
+			fmt.Fprintln(os.Stderr, "keapsync:", err)
+		}
 		if errors.Is(err, app.ErrUsage) {
 			os.Exit(2)
 		}

@@ -110,6 +110,7 @@ func (b bundle) authorize(t *testing.T, id string) url.Values {
 	r := b.authed(t, "POST", "/oauth/initiate", `{"keap_account_id":"`+id+`"}`)
 	require.Equal(t, http.StatusCreated, r.Status, r.Raw)
 	authURL := r.Body["authorization_url"].(string)
+	require.Contains(t, r.Raw, `"authorization_url":"`+authURL+`"`, "the URL is usable as printed")
 	require.NotEmpty(t, r.Body["state"])
 	require.NotEmpty(t, r.Body["expires_at"])
 
