@@ -222,23 +222,31 @@ func randomHex(n int) string {
 }
 
 // SupabaseRoles gives the database behind pool what a Supabase project has
-// before any migration: the roles anon, authenticated and service_role
-// (cluster-wide, so created only when missing), service_role bypassing row
-// level security, and Supabase's default grants that hand every new table in
-// schema public to all three. Call it before migrating.
+// before any migration: the roles anon, authenticated and service_role,
+// service_role bypassing row level security, and Supabase's default grants
+// that hand every new table in schema public to all three. Call it before
+// migrating.
 func SupabaseRoles(t testing.TB, pool *pgxpool.Pool) {
 	t.Helper()
 	ctx := context.Background()
-	for _, role := range []string{"anon", "authenticated", "service_role"} {
-		// Another test binary may create the same role at the same moment.
-		_, err := pool.Exec(ctx, `DO $$ BEGIN EXECUTE format('CREATE ROLE %I NOLOGIN', '`+role+`');
-			EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$`)
-		if err != nil {
-			t.Fatalf("pgtest: create role %s: %v", role, err)
-		}
+	// Roles are cluster-wide: test binaries running at once take turns, and
+	// each change is made only when missing, so no two write one catalog row.
+	admin := connect(t, ctx, AdminURL())
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "SELECT pg_advisory_lock(727275)"); err != nil {
+		t.Fatalf("pgtest: lock for roles: %v", err)
 	}
-	_, err := pool.Exec(ctx, `ALTER ROLE service_role BYPASSRLS;
-		GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
+	defer admin.Exec(ctx, "SELECT pg_advisory_unlock(727275)")
+	_, err := admin.Exec(ctx, `DO $$ BEGIN
+		IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN CREATE ROLE anon NOLOGIN; END IF;
+		IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
+		IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN CREATE ROLE service_role NOLOGIN BYPASSRLS; END IF;
+		IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role' AND rolbypassrls) THEN ALTER ROLE service_role BYPASSRLS; END IF;
+	END $$`)
+	if err != nil {
+		t.Fatalf("pgtest: supabase roles: %v", err)
+	}
+	_, err = pool.Exec(ctx, `GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
 		ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role;
 		ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role`)
 	if err != nil {
