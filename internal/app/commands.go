@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keapsync/keapsync/internal/config"
 	"github.com/keapsync/keapsync/internal/exposure"
@@ -100,6 +101,30 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	return nil
 }
 
+// databaseURL is DATABASE_URL, for the commands that need nothing else.
+func databaseURL(env Env) (string, error) {
+	url := strings.TrimSpace(env.Getenv("DATABASE_URL"))
+	if url == "" {
+		return "", errors.New("config: DATABASE_URL is required (every variable is listed in .env.example)")
+	}
+	return url, nil
+}
+
+// openStore is openPool plus the store, for the commands that need only the
+// database, not Keap's settings.
+func openStore(ctx context.Context, url, poolerMode string) (*pgxpool.Pool, *store.Store, error) {
+	pool, err := openPool(ctx, url, poolerMode)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := store.New()
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return pool, st, nil
+}
+
 func isMissingDatabase(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "3D000" // invalid_catalog_name
@@ -122,9 +147,9 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 	if _, done, err := parse(fs, args, 0, 0); done || err != nil {
 		return err
 	}
-	url := strings.TrimSpace(env.Getenv("DATABASE_URL"))
-	if url == "" {
-		return errors.New("config: DATABASE_URL is required (every variable is listed in .env.example)")
+	url, err := databaseURL(env)
+	if err != nil {
+		return err
 	}
 	pool, err := openPool(ctx, url, "session")
 	if isMissingDatabase(err) {
@@ -202,19 +227,15 @@ func runAccounts(ctx context.Context, env Env, args []string) error {
 	if len(pos) == 1 && !httpapi.ValidAccountID(pos[0]) {
 		return fmt.Errorf("%w: account id must match [A-Za-z0-9._-]{1,128}", ErrUsage)
 	}
-	url := strings.TrimSpace(env.Getenv("DATABASE_URL"))
-	if url == "" {
-		return errors.New("config: DATABASE_URL is required (every variable is listed in .env.example)")
+	url, err := databaseURL(env)
+	if err != nil {
+		return err
 	}
-	pool, err := openPool(ctx, url, env.Getenv("DB_POOLER_MODE"))
+	pool, st, err := openStore(ctx, url, env.Getenv("DB_POOLER_MODE"))
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	st, err := store.New()
-	if err != nil {
-		return err
-	}
 	if len(pos) == 0 {
 		list, err := st.ListHealth(ctx, pool)
 		if err != nil {
@@ -372,15 +393,11 @@ func runSupabase(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	pool, err := openPool(ctx, cfg.DatabaseURL, cfg.PoolerMode)
+	pool, st, err := openStore(ctx, cfg.DatabaseURL, cfg.PoolerMode)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	st, err := store.New()
-	if err != nil {
-		return err
-	}
 	findings, err := exposure.Check(ctx, exposure.Options{URL: cfg.URL, ServiceKey: cfg.ServiceKey, AnonKey: cfg.AnonKey, DB: pool, Store: st})
 	if err != nil {
 		return err
