@@ -72,7 +72,7 @@ func TestHelpOnEveryCommand(t *testing.T) {
 		require.NoError(t, err, args)
 		require.Contains(t, out, "Usage: keapsync "+args[0], args)
 	}
-	for _, args := range [][]string{{"migrate", "extra"}, {"accounts", "a b"}, {"accounts", "a", "b"}, {"token", "get", ".."}, {"hooks", "subscribe"}, {"supabase", "fix"}, {"supabase"}} {
+	for _, args := range [][]string{{"migrate", "extra"}, {"accounts", "a b"}, {"accounts", "a", "b"}, {"token", "get", ".."}, {"hooks", "subscribe"}, {"supabase", "fix"}, {"supabase"}, {"hooks", "subscribe", "acme", "--events", " , "}, {"hooks", "subscribe", "acme", "--events", "contact add"}} {
 		_, _, err := run(t, nil, args...)
 		require.ErrorIs(t, err, app.ErrUsage, args)
 	}

@@ -336,6 +336,18 @@ func runHooks(ctx context.Context, env Env, args []string) error {
 	if !httpapi.ValidAccountID(id) {
 		return fmt.Errorf("%w: account id must match [A-Za-z0-9._-]{1,128}", ErrUsage)
 	}
+	var eventList []string
+	for _, e := range strings.Split(*events, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			if !keap.EventKeyPattern.MatchString(e) {
+				return fmt.Errorf("%w: %q is not an event key such as contact.add", ErrUsage, e)
+			}
+			eventList = append(eventList, e)
+		}
+	}
+	if len(eventList) == 0 {
+		return fmt.Errorf("%w: --events names no event key", ErrUsage)
+	}
 	c, err := newCore(ctx, env, false)
 	if err != nil {
 		return err
@@ -344,16 +356,7 @@ func runHooks(ctx context.Context, env Env, args []string) error {
 	var subs []store.HookSubscription
 	switch verb {
 	case "subscribe":
-		var list []string
-		for _, e := range strings.Split(*events, ",") {
-			if e = strings.TrimSpace(e); e != "" {
-				if !keap.EventKeyPattern.MatchString(e) {
-					return fmt.Errorf("%w: %q is not an event key such as contact.add", ErrUsage, e)
-				}
-				list = append(list, e)
-			}
-		}
-		subs, err = c.hooks.Subscribe(ctx, id, list)
+		subs, err = c.hooks.Subscribe(ctx, id, eventList)
 	case "list":
 		subs, err = c.hooks.List(ctx, id)
 	case "unsubscribe":

@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -205,7 +206,8 @@ func (l *loader) float(name string, def float64) float64 {
 		return def
 	}
 	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || f <= 0 {
+	// NaN fails every comparison, so "f <= 0" alone would let it through.
+	if err != nil || !(f > 0) || math.IsInf(f, 1) {
 		l.fail(name, "must be a positive number")
 	}
 	return f

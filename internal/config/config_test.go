@@ -50,6 +50,8 @@ func TestEachProblemNamesItsVariable(t *testing.T) {
 		"DB_POOLER_MODE":        {"DB_POOLER_MODE": "statement"},
 		"KEAP_TOKEN_URL":        {"KEAP_TOKEN_URL": "ftp://x"},
 		"OAUTH_RATE_LIMIT":      {"OAUTH_RATE_LIMIT": "-1"},
+		"KEAP_RATE_PER_SECOND":  {"KEAP_RATE_PER_SECOND": "NaN"},
+		"KEAP_RATE_PER_MINUTE":  {"KEAP_RATE_PER_MINUTE": "+Inf"},
 		"LOG_LEVEL":             {"LOG_LEVEL": "loud"},
 		"SUPABASE_URL":          {"SUPABASE_URL": "abc.supabase.co"},
 	}

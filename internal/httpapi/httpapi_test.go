@@ -365,6 +365,11 @@ func TestUnreadableBodyAndBearerScheme(t *testing.T) {
 	// The scheme name is case-insensitive (RFC 9110); the key is not.
 	require.Equal(t, http.StatusOK, b.do(t, "GET", "/oauth/accounts", "bearer "+apiKey, "").Status)
 	require.Equal(t, http.StatusUnauthorized, b.do(t, "GET", "/oauth/accounts", "bearer "+strings.ToUpper(apiKey), "").Status)
+	// Only HTTP's own spaces may surround the key, not Unicode ones.
+	require.Equal(t, http.StatusOK, b.do(t, "GET", "/oauth/accounts", "Bearer  "+apiKey, "").Status)
+	for _, odd := range []string{apiKey + "\u00a0", "\u2003" + apiKey, apiKey + "\u0085"} {
+		require.Equal(t, http.StatusUnauthorized, b.do(t, "GET", "/oauth/accounts", "Bearer "+odd, "").Status, "%q", odd)
+	}
 }
 
 func TestOversizedChunkedBody(t *testing.T) {

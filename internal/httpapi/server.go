@@ -93,7 +93,8 @@ func (s *Server) bearer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		ok := strings.EqualFold(scheme, "Bearer")
-		h := sha256.Sum256([]byte(strings.TrimSpace(got)))
+		// Only HTTP's own white space (RFC 9110 OWS) may surround the key.
+		h := sha256.Sum256([]byte(strings.Trim(got, " \t")))
 		if !ok || subtle.ConstantTimeCompare(h[:], s.keyHash[:]) != 1 {
 			if !s.limiter.allow(clientIP(r), time.Now()) {
 				writeError(w, r, &apiError{Code: "rate_limited", Message: "too many requests from this address", RetryAfter: 1})

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -68,7 +69,9 @@ func Parse(body []byte) (Delivery, error) {
 		}
 		return Delivery{}, bad("invalid_json", "body must be a JSON object")
 	}
-	if dec.More() {
+	// Token, not More: More reports false before a stray "]" or "}", so
+	// `{...}}garbage` would pass.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return Delivery{}, bad("invalid_json", "body must hold one JSON object")
 	}
 	var d Delivery

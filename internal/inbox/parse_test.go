@@ -52,6 +52,8 @@ func TestParseRejects(t *testing.T) {
 		"array":             {`[1,2]`, "invalid_json"},
 		"null":              {`null`, "invalid_json"},
 		"two objects":       {`{"event_key":"contact.add","object_keys":[{"id":1}]} {}`, "invalid_json"},
+		"stray brace":       {`{"event_key":"contact.add","object_keys":[{"id":1}]}}}garbage`, "invalid_json"},
+		"stray bracket":     {"{\"event_key\":\"contact.add\",\"object_keys\":[{\"id\":1}]}]\x00\xff", "invalid_json"},
 		"missing event key": {`{"object_keys":[{"id":1}]}`, "invalid_event_key"},
 		"numeric event key": {`{"event_key":5,"object_keys":[{"id":1}]}`, "invalid_event_key"},
 		"odd event key":     {`{"event_key":"contact add","object_keys":[{"id":1}]}`, "invalid_event_key"},
@@ -98,6 +100,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"event_key":"contact.add","object_keys":[{"id":1,"x":"\u0000"}]}`))
 	f.Add([]byte(`{"event_key":"a.b","object_keys":[{"id":0}]}`))
 	f.Add([]byte(`null`))
+	f.Add([]byte(`{"event_key":"contact.add","object_keys":[{"id":1}]}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		d, err := inbox.Parse(body)
 		if err != nil {
@@ -106,6 +109,9 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("unexpected error type %T: %v", err, err)
 			}
 			return
+		}
+		if !json.Valid(body) {
+			t.Fatalf("accepted a body that is not one JSON value: %q", body)
 		}
 		if d.EventKey == "" || d.ObjectType == "" || len(d.Objects) == 0 || len(d.Objects) > inbox.MaxObjects {
 			t.Fatalf("accepted an inconsistent delivery: %+v", d)
