@@ -174,7 +174,8 @@ func (c *Coordinator) Disconnect(ctx context.Context, id string) error {
 		if err := c.o.Store.AdvisoryXactLock(ctx, tx, LockKey(id)); err != nil {
 			return err
 		}
-		if _, err := c.o.Store.GetAccount(ctx, tx, id); err != nil {
+		acct, err := c.o.Store.GetAccount(ctx, tx, id)
+		if err != nil {
 			return c.readErr(err)
 		}
 		if err := c.o.Store.DeleteTokens(ctx, tx, id); err != nil {
@@ -185,6 +186,9 @@ func (c *Coordinator) Disconnect(ctx context.Context, id string) error {
 		}
 		if err := c.o.Store.DropStaleRefreshJobs(ctx, tx, id, math.MaxInt64); err != nil {
 			return err
+		}
+		if acct.Status == store.StatusDisconnected {
+			return nil // a repeated disconnect: no second event or notification
 		}
 		return c.setStatus(ctx, tx, id, store.StatusDisconnected, "disconnected through the API", nil)
 	})

@@ -357,6 +357,10 @@ func TestDisconnectDestroysCiphertexts(t *testing.T) {
 	require.Zero(t, n)
 	require.Empty(t, h.Jobs("acme"), "no refresh waits for a disconnected account")
 	require.Equal(t, tokens.CodeAccountNotFound, tokens.ErrorCode(h.Tokens.Disconnect(ctx, "nobody")))
+	// Disconnecting again succeeds and records nothing new.
+	require.NoError(t, h.Tokens.Disconnect(ctx, "acme"))
+	require.NoError(t, h.Pool.QueryRow(ctx, "SELECT count(*) FROM keapsync.token_events WHERE account_id = 'acme' AND kind = 'disconnected'").Scan(&n))
+	require.Equal(t, 1, n)
 }
 
 func TestTenantMismatchRefused(t *testing.T) {
