@@ -41,7 +41,6 @@ type Config struct {
 	OAuthSuccessURL  string        // OAUTH_SUCCESS_URL, optional: callback redirects there
 	SupabaseURL      string        // SUPABASE_URL, optional
 	SupabaseKey      seal.Secret   // SUPABASE_SERVICE_ROLE_KEY, optional
-	SupabaseAnonKey  seal.Secret   // SUPABASE_ANON_KEY, optional: lets `supabase check` test what browsers see
 	LogLevel         string        // LOG_LEVEL, default "info"
 	LogFormat        string        // LOG_FORMAT, "json" (default) or "text"
 	TokenCacheTTL    time.Duration // TOKEN_CACHE_TTL, default 30s; 0 turns the cache off
@@ -78,7 +77,6 @@ func Load(getenv func(string) string) (Config, error) {
 		OAuthSuccessURL:   l.optional("OAUTH_SUCCESS_URL", ""),
 		SupabaseURL:       l.optional("SUPABASE_URL", ""),
 		SupabaseKey:       seal.Secret(l.optional("SUPABASE_SERVICE_ROLE_KEY", "")),
-		SupabaseAnonKey:   seal.Secret(l.optional("SUPABASE_ANON_KEY", "")),
 		LogLevel:          l.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"),
 		LogFormat:         l.oneOf("LOG_FORMAT", "json", "json", "text"),
 		TokenCacheTTL:     l.duration("TOKEN_CACHE_TTL", 30*time.Second),

@@ -106,6 +106,9 @@ func Check(ctx context.Context, o Options) ([]Finding, error) {
 			out = append(out, o.privateHidden(ctx, url, k.role, k.key))
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // interrupted: the findings are not the API's answers
+	}
 	return out, nil
 }
 
@@ -176,10 +179,13 @@ func (o Options) read(ctx context.Context, url string, key seal.Secret, schema, 
 		body, count, err := client.From(table).Select("*", "exact", false).Limit(1, "").Execute()
 		done <- result{body, count, err}
 	}()
-	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	timeout, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	select {
-	case <-ctx.Done():
+	case <-timeout.Done():
+		if err := ctx.Err(); err != nil {
+			return 0, 0, err // the caller gave up, not the API
+		}
 		return 0, 0, fmt.Errorf("no answer within %s", o.Timeout)
 	case r := <-done:
 		if r.err != nil {

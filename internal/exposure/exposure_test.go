@@ -157,6 +157,16 @@ func TestSilentAPITimesOut(t *testing.T) {
 	require.Less(t, time.Since(start), 5*time.Second)
 	require.Equal(t, exposure.Fail, fs[0].Status)
 	require.Contains(t, fs[0].Detail, "no answer within 100ms")
+
+	// A caller that gives up (Ctrl-C) gets its own error, not findings.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	_, err = exposure.Check(ctx, exposure.Options{
+		URL: silent.URL, ServiceKey: supabasetest.ServiceRoleKey, DB: b.pool, Store: b.st, Timeout: time.Minute,
+	})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Less(t, time.Since(start), 5*time.Second)
 }
 
 func TestOptionsAreRequired(t *testing.T) {
