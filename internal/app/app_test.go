@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,28 +20,11 @@ import (
 	"github.com/keapsync/keapsync/internal/supabasetest"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func getenv(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 func run(t *testing.T, vars map[string]string, args ...string) (string, string, error) {
 	t.Helper()
-	var out, errb syncBuffer
+	var out, errb keaptest.LogBuffer
 	err := app.Run(context.Background(), app.Env{Args: args, Getenv: getenv(vars), Stdout: &out, Stderr: &errb})
 	return out.String(), errb.String(), err
 }
@@ -145,7 +126,7 @@ func TestServeEndToEnd(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan string, 1)
-	var logs syncBuffer
+	var logs keaptest.LogBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- app.Run(ctx, app.Env{Args: []string{"serve"}, Getenv: getenv(vars), Stdout: &logs, Stderr: &logs,
