@@ -187,7 +187,8 @@ func newCore(ctx context.Context, env Env, periodic bool) (*core, error) {
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
+		tokens.NewHealthCollector(pool, st, log))
 	deps := &jobs.Deps{Pool: pool, Store: st, Logger: log, Now: time.Now, Skew: cfg.RefreshSkew, Every: cfg.RefreshEvery}
 	rc, err := jobs.NewClient(deps, jobs.Options{PollOnly: cfg.PoolerMode == "transaction", Periodic: periodic, MaxWorkers: cfg.JobWorkers})
 	if err != nil {

@@ -202,6 +202,12 @@ func TestServeEndToEnd(t *testing.T) {
 	require.Contains(t, out, `"kind": "refreshed"`)
 	_, _, err = run(t, vars, "accounts", "ghost")
 	require.ErrorContains(t, err, "not found")
+	resp, err = http.Get(base + "/metrics")
+	require.NoError(t, err)
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Contains(t, string(metrics), `keapsync_accounts{health="ok"} 1`)
+	require.Contains(t, string(metrics), `keapsync_accounts{health="reauth_required"} 0`)
 
 	// Hooks through the CLI, verified live against the running service,
 	// then a contact flows from the fake Keap into public.keap_contacts.

@@ -304,3 +304,20 @@ func (s *Store) SweepCandidates(ctx context.Context, db DBTX, accessBefore, refr
 func collectStrings(rows pgx.Rows) ([]string, error) {
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
+
+// HealthCounts returns how many accounts keapsync.account_health puts in
+// each health class; classes with no account are absent.
+func (s *Store) HealthCounts(ctx context.Context, db DBTX) (map[string]int64, error) {
+	rows, err := db.Query(ctx, s.sql("AccountHealthCounts"))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	var health string
+	var n int64
+	_, err = pgx.ForEachRow(rows, []any{&health, &n}, func() error {
+		out[health] = n
+		return nil
+	})
+	return out, err
+}

@@ -39,3 +39,8 @@ LIMIT $2;
 
 -- name: Notify
 SELECT pg_notify('keapsync_events', $1);
+
+-- name: AccountHealthCounts
+SELECT health, count(*) AS n
+FROM keapsync.account_health
+GROUP BY health;
