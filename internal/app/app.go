@@ -22,6 +22,7 @@ import (
 	"github.com/keapsync/keapsync/internal/inbox"
 	"github.com/keapsync/keapsync/internal/jobs"
 	"github.com/keapsync/keapsync/internal/keap"
+	"github.com/keapsync/keapsync/internal/notify"
 	"github.com/keapsync/keapsync/internal/store"
 	"github.com/keapsync/keapsync/internal/tokens"
 )
@@ -189,7 +190,8 @@ func newCore(ctx context.Context, env Env, periodic bool) (*core, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
 		tokens.NewHealthCollector(pool, st, log))
-	deps := &jobs.Deps{Pool: pool, Store: st, Logger: log, Now: time.Now, Skew: cfg.RefreshSkew, Every: cfg.RefreshEvery}
+	notifier := newNotifier(cfg)
+	deps := &jobs.Deps{Pool: pool, Store: st, Logger: log, Now: time.Now, Skew: cfg.RefreshSkew, Every: cfg.RefreshEvery, Notifier: notifier}
 	rc, err := jobs.NewClient(deps, jobs.Options{PollOnly: cfg.PoolerMode == "transaction", Periodic: periodic, MaxWorkers: cfg.JobWorkers})
 	if err != nil {
 		pool.Close()
@@ -201,7 +203,7 @@ func newCore(ctx context.Context, env Env, periodic bool) (*core, error) {
 		RatePerSecond: cfg.KeapRatePerSecond, RatePerMinute: cfg.KeapRatePerMinute,
 	})
 	coord := tokens.New(tokens.Options{
-		Pool: pool, Store: st, Keap: kc, Keyring: cfg.Keyring, Scheduler: jobs.Scheduler{Client: rc},
+		Pool: pool, Store: st, Keap: kc, Keyring: cfg.Keyring, Scheduler: jobs.Scheduler{Client: rc, Notifier: notifier},
 		Logger: log, Metrics: tokens.NewMetrics(reg),
 		RefreshEvery: cfg.RefreshEvery, Skew: cfg.RefreshSkew, CacheTTL: cfg.TokenCacheTTL,
 	})
@@ -209,4 +211,21 @@ func newCore(ctx context.Context, env Env, periodic bool) (*core, error) {
 	deps.Inbox = &inbox.Inbox{Pool: pool, Store: st, Enqueuer: jobs.Scheduler{Client: rc}, Tokens: coord, Keap: kc, Logger: log}
 	deps.Hooks = &hooks.Manager{Pool: pool, Store: st, Tokens: coord, Keap: kc, Keyring: cfg.Keyring, PublicBaseURL: cfg.PublicBaseURL, Logger: log}
 	return &core{cfg: cfg, log: log, pool: pool, store: st, river: rc, tokens: coord, inbox: deps.Inbox, hooks: deps.Hooks, reg: reg}, nil
+}
+
+// newNotifier turns the validated notification settings into targets.
+func newNotifier(cfg config.Config) *notify.Notifier {
+	n := &notify.Notifier{}
+	if cfg.EventsWebhookURL != "" {
+		n.Targets = append(n.Targets, notify.Target{Name: notify.TargetWebhook, URL: cfg.EventsWebhookURL})
+	}
+	if cfg.SupabaseEventsFunction != "" {
+		n.Targets = append(n.Targets, notify.Target{Name: notify.TargetEdgeFunction,
+			URL:    strings.TrimRight(cfg.SupabaseURL, "/") + "/functions/v1/" + cfg.SupabaseEventsFunction,
+			Bearer: cfg.SupabaseKey})
+	}
+	if s := cfg.EventsWebhookSecret.Reveal(); s != "" {
+		n.Secret, _ = notify.ParseSecret(s) // config.Load checked it
+	}
+	return n
 }

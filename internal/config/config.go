@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/keapsync/keapsync/internal/notify"
 	"github.com/keapsync/keapsync/internal/seal"
 )
 
@@ -41,10 +43,17 @@ type Config struct {
 	OAuthSuccessURL  string        // OAUTH_SUCCESS_URL, optional: callback redirects there
 	SupabaseURL      string        // SUPABASE_URL, optional
 	SupabaseKey      seal.Secret   // SUPABASE_SERVICE_ROLE_KEY, optional
-	LogLevel         string        // LOG_LEVEL, default "info"
-	LogFormat        string        // LOG_FORMAT, "json" (default) or "text"
-	TokenCacheTTL    time.Duration // TOKEN_CACHE_TTL, default 30s; 0 turns the cache off
-	OAuthRateLimit   float64       // OAUTH_RATE_LIMIT, requests/second per client address on /oauth/*, default 20
+	// EVENTS_WEBHOOK_URL, optional: account state changes are POSTed there,
+	// signed with EVENTS_WEBHOOK_SECRET (then required, "whsec_" + base64).
+	EventsWebhookURL    string
+	EventsWebhookSecret seal.Secret
+	// SUPABASE_EVENTS_FUNCTION, optional: an Edge Function of the project at
+	// SUPABASE_URL that gets the same POSTs (needs SUPABASE_SERVICE_ROLE_KEY).
+	SupabaseEventsFunction string
+	LogLevel               string        // LOG_LEVEL, default "info"
+	LogFormat              string        // LOG_FORMAT, "json" (default) or "text"
+	TokenCacheTTL          time.Duration // TOKEN_CACHE_TTL, default 30s; 0 turns the cache off
+	OAuthRateLimit         float64       // OAUTH_RATE_LIMIT, requests/second per client address on /oauth/*, default 20
 	// KEAP_RATE_PER_SECOND / KEAP_RATE_PER_MINUTE bound this process's calls
 	// to Keap's REST API, defaults 20 and 1400 (Keap: ~25/s, 1,500/min per client id).
 	KeapRatePerSecond float64
@@ -61,30 +70,33 @@ type Config struct {
 func Load(getenv func(string) string) (Config, error) {
 	l := loader{getenv: getenv}
 	c := Config{
-		DatabaseURL:       l.required("DATABASE_URL"),
-		KeapClientID:      l.required("KEAP_CLIENT_ID"),
-		KeapClientSecret:  seal.Secret(l.required("KEAP_CLIENT_SECRET")),
-		KeapRedirectURI:   l.required("KEAP_REDIRECT_URI"),
-		KeapAuthURL:       l.optional("KEAP_AUTH_URL", DefaultAuthURL),
-		KeapTokenURL:      l.optional("KEAP_TOKEN_URL", DefaultTokenURL),
-		KeapAPIURL:        strings.TrimRight(l.optional("KEAP_API_URL", DefaultAPIURL), "/"),
-		InternalAPIKey:    seal.Secret(l.required("INTERNAL_API_KEY")),
-		ListenAddr:        l.optional("LISTEN_ADDR", ":8080"),
-		PublicBaseURL:     strings.TrimRight(l.optional("PUBLIC_BASE_URL", "http://localhost:8080"), "/"),
-		RefreshEvery:      l.duration("REFRESH_EVERY", 21*time.Hour),
-		RefreshSkew:       l.duration("REFRESH_SKEW", 5*time.Minute),
-		PoolerMode:        l.oneOf("DB_POOLER_MODE", "session", "session", "transaction"),
-		OAuthSuccessURL:   l.optional("OAUTH_SUCCESS_URL", ""),
-		SupabaseURL:       l.optional("SUPABASE_URL", ""),
-		SupabaseKey:       seal.Secret(l.optional("SUPABASE_SERVICE_ROLE_KEY", "")),
-		LogLevel:          l.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"),
-		LogFormat:         l.oneOf("LOG_FORMAT", "json", "json", "text"),
-		TokenCacheTTL:     l.duration("TOKEN_CACHE_TTL", 30*time.Second),
-		OAuthRateLimit:    l.float("OAUTH_RATE_LIMIT", 20),
-		KeapRatePerSecond: l.float("KEAP_RATE_PER_SECOND", 20),
-		KeapRatePerMinute: l.float("KEAP_RATE_PER_MINUTE", 1400),
-		JobWorkers:        l.count("JOB_WORKERS", 10),
-		PprofAddr:         l.optional("PPROF_ADDR", ""),
+		DatabaseURL:            l.required("DATABASE_URL"),
+		KeapClientID:           l.required("KEAP_CLIENT_ID"),
+		KeapClientSecret:       seal.Secret(l.required("KEAP_CLIENT_SECRET")),
+		KeapRedirectURI:        l.required("KEAP_REDIRECT_URI"),
+		KeapAuthURL:            l.optional("KEAP_AUTH_URL", DefaultAuthURL),
+		KeapTokenURL:           l.optional("KEAP_TOKEN_URL", DefaultTokenURL),
+		KeapAPIURL:             strings.TrimRight(l.optional("KEAP_API_URL", DefaultAPIURL), "/"),
+		InternalAPIKey:         seal.Secret(l.required("INTERNAL_API_KEY")),
+		ListenAddr:             l.optional("LISTEN_ADDR", ":8080"),
+		PublicBaseURL:          strings.TrimRight(l.optional("PUBLIC_BASE_URL", "http://localhost:8080"), "/"),
+		RefreshEvery:           l.duration("REFRESH_EVERY", 21*time.Hour),
+		RefreshSkew:            l.duration("REFRESH_SKEW", 5*time.Minute),
+		PoolerMode:             l.oneOf("DB_POOLER_MODE", "session", "session", "transaction"),
+		OAuthSuccessURL:        l.optional("OAUTH_SUCCESS_URL", ""),
+		SupabaseURL:            l.optional("SUPABASE_URL", ""),
+		SupabaseKey:            seal.Secret(l.optional("SUPABASE_SERVICE_ROLE_KEY", "")),
+		EventsWebhookURL:       l.optional("EVENTS_WEBHOOK_URL", ""),
+		EventsWebhookSecret:    seal.Secret(l.optional("EVENTS_WEBHOOK_SECRET", "")),
+		SupabaseEventsFunction: l.optional("SUPABASE_EVENTS_FUNCTION", ""),
+		LogLevel:               l.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"),
+		LogFormat:              l.oneOf("LOG_FORMAT", "json", "json", "text"),
+		TokenCacheTTL:          l.duration("TOKEN_CACHE_TTL", 30*time.Second),
+		OAuthRateLimit:         l.float("OAUTH_RATE_LIMIT", 20),
+		KeapRatePerSecond:      l.float("KEAP_RATE_PER_SECOND", 20),
+		KeapRatePerMinute:      l.float("KEAP_RATE_PER_MINUTE", 1400),
+		JobWorkers:             l.count("JOB_WORKERS", 10),
+		PprofAddr:              l.optional("PPROF_ADDR", ""),
 	}
 	if keys := l.required("TOKEN_ENCRYPTION_KEYS"); keys != "" {
 		ring, err := seal.ParseKeyring(keys)
@@ -102,6 +114,7 @@ func Load(getenv func(string) string) (Config, error) {
 		l.fail("INTERNAL_API_KEY", "must be at least 16 characters")
 	}
 	l.urls("KEAP_AUTH_URL", "KEAP_TOKEN_URL", "KEAP_API_URL", "PUBLIC_BASE_URL", "SUPABASE_URL")
+	l.events(c)
 	if c.RefreshEvery <= c.RefreshSkew && l.err == nil {
 		l.fail("REFRESH_EVERY", "must be longer than REFRESH_SKEW")
 	}
@@ -133,6 +146,7 @@ func LoadSupabase(getenv func(string) string) (Supabase, error) {
 }
 
 // CheckRedirectURI insists on https, except for loopback hosts used locally.
+// EVENTS_WEBHOOK_URL follows the same rule.
 func CheckRedirectURI(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
@@ -157,6 +171,37 @@ type loader struct {
 func (l *loader) fail(name, msg string) {
 	if l.err == nil {
 		l.err = fmt.Errorf("config: %s %s", name, msg)
+	}
+}
+
+var functionName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+// events checks the notification settings: a receiver URL needs https
+// (http only on loopback) and a signing secret; an Edge Function needs the
+// Supabase project and its service role key.
+func (l *loader) events(c Config) {
+	if s := c.EventsWebhookSecret.Reveal(); s != "" {
+		if _, err := notify.ParseSecret(s); err != nil {
+			l.fail("EVENTS_WEBHOOK_SECRET", err.Error())
+		}
+	}
+	if c.EventsWebhookURL != "" {
+		if err := CheckRedirectURI(c.EventsWebhookURL); err != nil {
+			l.fail("EVENTS_WEBHOOK_URL", err.Error())
+		}
+		if c.EventsWebhookSecret.Reveal() == "" {
+			l.fail("EVENTS_WEBHOOK_SECRET", "is required with EVENTS_WEBHOOK_URL")
+		}
+	}
+	if c.SupabaseEventsFunction != "" {
+		switch {
+		case !functionName.MatchString(c.SupabaseEventsFunction):
+			l.fail("SUPABASE_EVENTS_FUNCTION", "must be a function name such as keapsync-events")
+		case c.SupabaseURL == "":
+			l.fail("SUPABASE_URL", "is required with SUPABASE_EVENTS_FUNCTION")
+		case c.SupabaseKey.Reveal() == "":
+			l.fail("SUPABASE_SERVICE_ROLE_KEY", "is required with SUPABASE_EVENTS_FUNCTION")
+		}
 	}
 }
 

@@ -41,19 +41,22 @@ func TestDefaults(t *testing.T) {
 func TestEachProblemNamesItsVariable(t *testing.T) {
 	t.Parallel()
 	cases := map[string]map[string]string{
-		"DATABASE_URL":          {"DATABASE_URL": ""},
-		"KEAP_CLIENT_SECRET":    {"KEAP_CLIENT_SECRET": " "},
-		"KEAP_REDIRECT_URI":     {"KEAP_REDIRECT_URI": "http://sync.example.com/cb"},
-		"TOKEN_ENCRYPTION_KEYS": {"TOKEN_ENCRYPTION_KEYS": "k1:short"},
-		"INTERNAL_API_KEY":      {"INTERNAL_API_KEY": "short"},
-		"REFRESH_EVERY":         {"REFRESH_EVERY": "often"},
-		"DB_POOLER_MODE":        {"DB_POOLER_MODE": "statement"},
-		"KEAP_TOKEN_URL":        {"KEAP_TOKEN_URL": "ftp://x"},
-		"OAUTH_RATE_LIMIT":      {"OAUTH_RATE_LIMIT": "-1"},
-		"KEAP_RATE_PER_SECOND":  {"KEAP_RATE_PER_SECOND": "NaN"},
-		"KEAP_RATE_PER_MINUTE":  {"KEAP_RATE_PER_MINUTE": "+Inf"},
-		"LOG_LEVEL":             {"LOG_LEVEL": "loud"},
-		"SUPABASE_URL":          {"SUPABASE_URL": "abc.supabase.co"},
+		"DATABASE_URL":             {"DATABASE_URL": ""},
+		"KEAP_CLIENT_SECRET":       {"KEAP_CLIENT_SECRET": " "},
+		"KEAP_REDIRECT_URI":        {"KEAP_REDIRECT_URI": "http://sync.example.com/cb"},
+		"TOKEN_ENCRYPTION_KEYS":    {"TOKEN_ENCRYPTION_KEYS": "k1:short"},
+		"INTERNAL_API_KEY":         {"INTERNAL_API_KEY": "short"},
+		"REFRESH_EVERY":            {"REFRESH_EVERY": "often"},
+		"DB_POOLER_MODE":           {"DB_POOLER_MODE": "statement"},
+		"KEAP_TOKEN_URL":           {"KEAP_TOKEN_URL": "ftp://x"},
+		"OAUTH_RATE_LIMIT":         {"OAUTH_RATE_LIMIT": "-1"},
+		"KEAP_RATE_PER_SECOND":     {"KEAP_RATE_PER_SECOND": "NaN"},
+		"KEAP_RATE_PER_MINUTE":     {"KEAP_RATE_PER_MINUTE": "+Inf"},
+		"LOG_LEVEL":                {"LOG_LEVEL": "loud"},
+		"SUPABASE_URL":             {"SUPABASE_URL": "abc.supabase.co"},
+		"EVENTS_WEBHOOK_URL":       {"EVENTS_WEBHOOK_URL": "http://hooks.example.com/keapsync", "EVENTS_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+		"EVENTS_WEBHOOK_SECRET":    {"EVENTS_WEBHOOK_URL": "https://hooks.example.com/keapsync"},
+		"SUPABASE_EVENTS_FUNCTION": {"SUPABASE_EVENTS_FUNCTION": "keapsync-events"},
 	}
 	for name, o := range cases {
 		_, err := config.Load(env(o))
@@ -138,4 +141,28 @@ func TestEnvExampleListsEveryVariable(t *testing.T) {
 	for name := range asked {
 		require.True(t, listed[name], ".env.example does not list %s", name)
 	}
+}
+
+func TestNotificationSettings(t *testing.T) {
+	t.Parallel()
+	c, err := config.Load(env(map[string]string{
+		"EVENTS_WEBHOOK_URL": "https://hooks.example.com/keapsync", "EVENTS_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+		"SUPABASE_URL": "https://abc.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "k", "SUPABASE_EVENTS_FUNCTION": "keapsync-events",
+	}))
+	require.NoError(t, err)
+	require.Equal(t, "https://hooks.example.com/keapsync", c.EventsWebhookURL)
+	require.Equal(t, "keapsync-events", c.SupabaseEventsFunction)
+
+	for name, o := range map[string]map[string]string{
+		"EVENTS_WEBHOOK_SECRET":     {"EVENTS_WEBHOOK_SECRET": "not-a-whsec-secret"},
+		"SUPABASE_EVENTS_FUNCTION":  {"SUPABASE_EVENTS_FUNCTION": "../admin", "SUPABASE_URL": "https://abc.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "k"},
+		"SUPABASE_SERVICE_ROLE_KEY": {"SUPABASE_EVENTS_FUNCTION": "f", "SUPABASE_URL": "https://abc.supabase.co"},
+	} {
+		_, err := config.Load(env(o))
+		require.ErrorContains(t, err, name)
+		require.NotContains(t, err.Error(), "not-a-whsec-secret")
+	}
+	// Loopback receivers may use http, as the redirect URI may.
+	_, err = config.Load(env(map[string]string{"EVENTS_WEBHOOK_URL": "http://127.0.0.1:9999/hook", "EVENTS_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}))
+	require.NoError(t, err)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/keapsync/keapsync/internal/hooks"
 	"github.com/keapsync/keapsync/internal/inbox"
 	"github.com/keapsync/keapsync/internal/keap"
+	"github.com/keapsync/keapsync/internal/notify"
 	"github.com/keapsync/keapsync/internal/store"
 	"github.com/keapsync/keapsync/internal/tokens"
 )
@@ -61,10 +62,12 @@ type Deps struct {
 	Tokens *tokens.Coordinator
 	Inbox  *inbox.Inbox
 	Hooks  *hooks.Manager
-	Logger *slog.Logger
-	Now    func() time.Time
-	Skew   time.Duration
-	Every  time.Duration
+	// Notifier sends account state changes; nil or no targets sends nothing.
+	Notifier *notify.Notifier
+	Logger   *slog.Logger
+	Now      func() time.Time
+	Skew     time.Duration
+	Every    time.Duration
 }
 
 // Options configure the River client.
@@ -84,6 +87,7 @@ func NewClient(d *Deps, o Options) (*river.Client[pgx.Tx], error) {
 	river.AddWorker(workers, &sweepWorker{d: d})
 	river.AddWorker(workers, &webhookWorker{d: d})
 	river.AddWorker(workers, &hookHealthWorker{d: d})
+	river.AddWorker(workers, &deliverWorker{d: d})
 	cfg := &river.Config{
 		// Jobs usually arrive by LISTEN/NOTIFY, but River rate-limits its
 		// insert notifications, so a job inserted just after another can
@@ -113,7 +117,8 @@ func NewClient(d *Deps, o Options) (*river.Client[pgx.Tx], error) {
 
 // Scheduler implements tokens.Scheduler with a River client.
 type Scheduler struct {
-	Client *river.Client[pgx.Tx]
+	Client   *river.Client[pgx.Tx]
+	Notifier *notify.Notifier // its targets get a deliver_event job per state change
 }
 
 // ScheduleRefresh inserts refresh_token{accountID, version} due at `at`, in

@@ -25,6 +25,7 @@ import (
 	"github.com/keapsync/keapsync/internal/jobs"
 	"github.com/keapsync/keapsync/internal/keap"
 	"github.com/keapsync/keapsync/internal/keapfake"
+	"github.com/keapsync/keapsync/internal/notify"
 	"github.com/keapsync/keapsync/internal/pgtest"
 	"github.com/keapsync/keapsync/internal/seal"
 	"github.com/keapsync/keapsync/internal/store"
@@ -86,6 +87,8 @@ func (b *LogBuffer) String() string {
 type Options struct {
 	CacheTTL    time.Duration // default 0: cache off, so tests see the database
 	KeapTimeout time.Duration // default 2s
+	// Notifier receives account state changes (deliver_event jobs); nil: none.
+	Notifier *notify.Notifier
 }
 
 // Harness is keapsync wired for one test.
@@ -165,14 +168,15 @@ func (h *Harness) Keap() *keap.Client {
 // NewCoordinator builds another coordinator ("replica") on pool, with its
 // own River client (not started) sharing the fake, keys, clock and logs.
 func (h *Harness) NewCoordinator(pool *pgxpool.Pool) (*tokens.Coordinator, *river.Client[pgx.Tx], *jobs.Deps) {
-	deps := &jobs.Deps{Pool: pool, Store: h.Store, Logger: h.Log, Now: h.Clock.Now, Skew: 5 * time.Minute, Every: 21 * time.Hour}
+	deps := &jobs.Deps{Pool: pool, Store: h.Store, Logger: h.Log, Now: h.Clock.Now, Skew: 5 * time.Minute, Every: 21 * time.Hour,
+		Notifier: h.opts.Notifier}
 	rc, err := jobs.NewClient(deps, jobs.Options{})
 	if err != nil {
 		h.T.Fatal(err)
 	}
 	kc := h.Keap()
 	deps.Tokens = tokens.New(tokens.Options{
-		Pool: pool, Store: h.Store, Keap: kc, Keyring: h.Keyring, Scheduler: jobs.Scheduler{Client: rc},
+		Pool: pool, Store: h.Store, Keap: kc, Keyring: h.Keyring, Scheduler: jobs.Scheduler{Client: rc, Notifier: h.opts.Notifier},
 		Logger: h.Log, Now: h.Clock.Now, CacheTTL: h.opts.CacheTTL,
 	})
 	deps.Inbox = &inbox.Inbox{Pool: pool, Store: h.Store, Enqueuer: jobs.Scheduler{Client: rc}, Tokens: deps.Tokens, Keap: kc, Logger: h.Log}

@@ -236,13 +236,20 @@ func (s *Store) DeleteTokens(ctx context.Context, db DBTX, id string) error {
 	return err
 }
 
-// InsertEvent appends to the audit trail. detail must hold no secret.
-func (s *Store) InsertEvent(ctx context.Context, db DBTX, id, kind string, detail map[string]any) error {
+// InsertEvent appends to the audit trail and returns the event's id.
+// detail must hold no secret.
+func (s *Store) InsertEvent(ctx context.Context, db DBTX, id, kind string, detail map[string]any) (int64, error) {
 	if detail == nil {
 		detail = map[string]any{}
 	}
-	_, err := db.Exec(ctx, s.sql("EventInsert"), id, kind, detail)
-	return err
+	var eventID int64
+	err := db.QueryRow(ctx, s.sql("EventInsert"), id, kind, detail).Scan(&eventID)
+	return eventID, err
+}
+
+// GetEvent returns one audit event, or ErrNotFound.
+func (s *Store) GetEvent(ctx context.Context, db DBTX, eventID int64) (Event, error) {
+	return one[Event](ctx, db, s.sql("EventGet"), eventID)
 }
 
 // ListEvents returns an account's newest events first.

@@ -23,10 +23,14 @@ import (
 	"github.com/keapsync/keapsync/internal/store"
 )
 
-// Scheduler inserts the refresh_token job for (accountID, version) due at
-// `at`, inside tx, unless that job already exists. internal/jobs implements it.
+// Scheduler puts work in River inside tx; internal/jobs implements it.
 type Scheduler interface {
+	// ScheduleRefresh inserts the refresh_token job for (accountID,
+	// version) due at `at`, unless that job already exists.
 	ScheduleRefresh(ctx context.Context, tx pgx.Tx, accountID string, version int64, at time.Time) error
+	// DeliverEvent queues audit event eventID (an account state change)
+	// for the configured notification receivers; none configured, nothing.
+	DeliverEvent(ctx context.Context, tx pgx.Tx, eventID int64) error
 }
 
 // Options configure a Coordinator. Zero values get the defaults noted.
@@ -274,7 +278,7 @@ func (c *Coordinator) writeRotation(ctx context.Context, tx pgx.Tx, row store.To
 	if err := c.o.Store.DropStaleRefreshJobs(ctx, tx, row.AccountID, version); err != nil {
 		return Token{}, err
 	}
-	if err := c.o.Store.InsertEvent(ctx, tx, row.AccountID, "refreshed", map[string]any{
+	if _, err := c.o.Store.InsertEvent(ctx, tx, row.AccountID, "refreshed", map[string]any{
 		"version": version, "access_expires_at": tok.ExpiresAt,
 	}); err != nil {
 		return Token{}, err
@@ -313,7 +317,7 @@ func (c *Coordinator) persistReceived(ctx context.Context, id string, seen int64
 				if err := c.o.Store.SetAccountStatus(ctx, tx, id, store.StatusConnected, ""); err != nil {
 					return err
 				}
-				if err := c.o.Store.InsertEvent(ctx, tx, id, "recovered", map[string]any{"reason": "refreshed tokens written after a failed commit"}); err != nil {
+				if err := c.event(ctx, tx, id, "recovered", "refreshed tokens written after a failed commit", nil); err != nil {
 					return err
 				}
 			}
@@ -372,7 +376,7 @@ func (c *Coordinator) recordFailure(ctx context.Context, tx pgx.Tx, row store.To
 	if _, err := c.o.Store.RecordFailure(ctx, tx, id, row.Version, retryAt, ke.Ambiguous, ke.Error()); err != nil {
 		return err
 	}
-	if err := c.o.Store.InsertEvent(ctx, tx, id, "refresh_failed", map[string]any{
+	if _, err := c.o.Store.InsertEvent(ctx, tx, id, "refresh_failed", map[string]any{
 		"kind": ke.Kind.String(), "status": ke.Status, "keap_error": ke.Code, "ambiguous": ke.Ambiguous, "retry_at": retryAt,
 	}); err != nil {
 		return err
@@ -457,8 +461,12 @@ func (c *Coordinator) event(ctx context.Context, tx pgx.Tx, id, kind, reason str
 	if reason != "" {
 		detail["reason"] = reason
 	}
-	if err := c.o.Store.InsertEvent(ctx, tx, id, kind, detail); err != nil {
+	eventID, err := c.o.Store.InsertEvent(ctx, tx, id, kind, detail)
+	if err != nil {
 		return err
+	}
+	if err := c.o.Scheduler.DeliverEvent(ctx, tx, eventID); err != nil {
+		return fmt.Errorf("queue notification: %w", err)
 	}
 	payload, err := json.Marshal(map[string]any{"account_id": id, "event": kind, "reason": reason, "at": c.o.Now()})
 	if err != nil {

@@ -156,6 +156,10 @@ func (f *failingScheduler) ScheduleRefresh(ctx context.Context, tx pgx.Tx, id st
 	return f.next.ScheduleRefresh(ctx, tx, id, v, at)
 }
 
+func (f *failingScheduler) DeliverEvent(ctx context.Context, tx pgx.Tx, eventID int64) error {
+	return f.next.DeliverEvent(ctx, tx, eventID)
+}
+
 func TestConnectIsAtomicWithItsJob(t *testing.T) {
 	t.Parallel()
 	h := keaptest.New(t, keaptest.Options{})

@@ -28,7 +28,13 @@ WHERE account_id = $1;
 
 -- name: EventInsert
 INSERT INTO keapsync.token_events (account_id, kind, detail)
-VALUES ($1, $2, $3);
+VALUES ($1, $2, $3)
+RETURNING id;
+
+-- name: EventGet
+SELECT id, account_id, kind, detail, created_at
+FROM keapsync.token_events
+WHERE id = $1;
 
 -- name: EventList
 SELECT id, account_id, kind, detail, created_at
