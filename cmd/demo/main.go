@@ -94,6 +94,11 @@ func (d *demo) run(adminURL, dbName string) error {
 	d.api = "http://127.0.0.1:" + apiPort
 	fake := "http://127.0.0.1:" + fakePort
 	d.key = randomString(24)
+	notices, err := startReceiver()
+	if err != nil {
+		return err
+	}
+	defer notices.srv.Close()
 	d.env = append(os.Environ(),
 		"DATABASE_URL="+dbURL,
 		"KEAP_CLIENT_ID=demo-client",
@@ -106,6 +111,8 @@ func (d *demo) run(adminURL, dbName string) error {
 		"INTERNAL_API_KEY="+d.key,
 		"LISTEN_ADDR=127.0.0.1:"+apiPort,
 		"PUBLIC_BASE_URL="+d.api,
+		"EVENTS_WEBHOOK_URL="+notices.url,
+		"EVENTS_WEBHOOK_SECRET="+notices.secret,
 		"LOG_FORMAT=text",
 	)
 
@@ -171,6 +178,9 @@ func (d *demo) run(adminURL, dbName string) error {
 		return fmt.Errorf("callback answered %d: %s", resp.StatusCode, body)
 	}
 	d.detail("200: %s", "Keap account connected")
+	if err := d.expect(notices, "account.connected"); err != nil {
+		return err
+	}
 
 	var first, refreshed, again tokenResponse
 	d.say("GET /oauth/token/%s", account)
@@ -227,6 +237,18 @@ func (d *demo) run(adminURL, dbName string) error {
 	}
 
 	if err := d.contactLifecycle(ctx, dbURL, fake, account); err != nil {
+		return err
+	}
+
+	d.say("DELETE /oauth/accounts/%s (disconnect: hooks deleted at Keap, ciphertexts destroyed)", account)
+	if err := d.call("DELETE", "/oauth/accounts/"+account, "", 200, nil); err != nil {
+		return err
+	}
+	if err := d.call("GET", "/oauth/token/"+account, "", 404, nil); err != nil {
+		return err
+	}
+	d.detail("GET /oauth/token/%s -> 404: no token is left to hand out", account)
+	if err := d.expect(notices, "account.disconnected"); err != nil {
 		return err
 	}
 
