@@ -36,8 +36,7 @@ func (s Scheduler) DeliverEvent(ctx context.Context, tx pgx.Tx, eventID int64) e
 	for i, t := range s.Notifier.Targets {
 		params[i] = river.InsertManyParams{Args: DeliverEventArgs{EventID: eventID, Target: t.Name}}
 	}
-	_, err := s.Client.InsertManyTx(ctx, tx, params)
-	return err
+	return s.insertMany(ctx, tx, params)
 }
 
 type deliverWorker struct {

@@ -44,6 +44,12 @@ func (s Scheduler) EnqueueEvents(ctx context.Context, tx pgx.Tx, accountID strin
 	for i, id := range eventIDs {
 		params[i] = river.InsertManyParams{Args: ProcessWebhookEventArgs{EventID: id, AccountID: accountID}}
 	}
+	return s.insertMany(ctx, tx, params)
+}
+
+// insertMany inserts jobs that need no uniqueness in tx, by COPY from
+// copyThreshold jobs on.
+func (s Scheduler) insertMany(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams) error {
 	if len(params) < copyThreshold {
 		_, err := s.Client.InsertManyTx(ctx, tx, params)
 		return err
