@@ -113,7 +113,8 @@ func Load(getenv func(string) string) (Config, error) {
 	if k := c.InternalAPIKey.Reveal(); k != "" && len(k) < 16 {
 		l.fail("INTERNAL_API_KEY", "must be at least 16 characters")
 	}
-	l.urls("KEAP_AUTH_URL", "KEAP_TOKEN_URL", "KEAP_API_URL", "PUBLIC_BASE_URL", "SUPABASE_URL")
+	l.urls("KEAP_AUTH_URL", "KEAP_TOKEN_URL", "KEAP_API_URL", "PUBLIC_BASE_URL")
+	l.supabaseURL(c.SupabaseURL)
 	l.events(c)
 	if c.RefreshEvery <= c.RefreshSkew && l.err == nil {
 		l.fail("REFRESH_EVERY", "must be longer than REFRESH_SKEW")
@@ -141,24 +142,37 @@ func LoadSupabase(getenv func(string) string) (Supabase, error) {
 		ServiceKey:  seal.Secret(l.required("SUPABASE_SERVICE_ROLE_KEY")),
 		AnonKey:     seal.Secret(l.optional("SUPABASE_ANON_KEY", "")),
 	}
-	l.urls("SUPABASE_URL")
+	l.supabaseURL(c.URL)
 	return c, l.err
 }
 
 // CheckRedirectURI insists on https, except for loopback hosts used locally.
 // EVENTS_WEBHOOK_URL follows the same rule.
-func CheckRedirectURI(raw string) error {
+func CheckRedirectURI(raw string) error { return checkHTTPS(raw, false) }
+
+// checkHTTPS insists on an absolute https URL with a usable port (http only
+// on loopback: localhost, 127.0.0.1, ::1); bare also refuses a path, query
+// or fragment, for base URLs that paths are appended to.
+func checkHTTPS(raw string, bare bool) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
 		return errors.New("must be an absolute URL")
 	}
-	switch {
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return errors.New("has no valid port")
+		}
+	}
+	if bare && (strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(raw, "?")) {
+		return errors.New("must be the bare base URL, such as https://abc.supabase.co")
+	}
+	switch h := u.Hostname(); {
 	case u.Scheme == "https":
 		return nil
-	case u.Scheme == "http" && (u.Hostname() == "localhost" || u.Hostname() == "127.0.0.1"):
+	case u.Scheme == "http" && (h == "localhost" || h == "127.0.0.1" || h == "::1"):
 		return nil
 	default:
-		return errors.New("must use https (http only for localhost or 127.0.0.1)")
+		return errors.New("must use https (http only for localhost, 127.0.0.1 or ::1)")
 	}
 }
 
@@ -202,6 +216,18 @@ func (l *loader) events(c Config) {
 		case c.SupabaseKey.Reveal() == "":
 			l.fail("SUPABASE_SERVICE_ROLE_KEY", "is required with SUPABASE_EVENTS_FUNCTION")
 		}
+	}
+}
+
+// supabaseURL checks SUPABASE_URL, when set: every request to it carries the
+// service role key (and supabase-go follows redirects with it attached), so
+// it must be the project's own https base URL.
+func (l *loader) supabaseURL(raw string) {
+	if raw == "" {
+		return
+	}
+	if err := checkHTTPS(raw, true); err != nil {
+		l.fail("SUPABASE_URL", err.Error())
 	}
 }
 

@@ -117,8 +117,25 @@ func TestLoadSupabase(t *testing.T) {
 		_, err := config.LoadSupabase(env(merged))
 		require.ErrorContains(t, err, name)
 	}
-	_, err = config.LoadSupabase(env(map[string]string{"SUPABASE_URL": "ftp://x", "SUPABASE_SERVICE_ROLE_KEY": "k"}))
-	require.ErrorContains(t, err, "SUPABASE_URL must be an absolute http(s) URL")
+	// Every request to SUPABASE_URL carries the service role key.
+	for raw, want := range map[string]string{
+		"ftp://x":                         "SUPABASE_URL must use https",
+		"http://abc.supabase.co":          "SUPABASE_URL must use https",
+		"https://abc.supabase.co/?x=1":    "SUPABASE_URL must be the bare base URL",
+		"https://abc.supabase.co/rest/v1": "SUPABASE_URL must be the bare base URL",
+		"http://127.0.0.1:99999":          "SUPABASE_URL has no valid port",
+		"http://127.0.0.1:54321":          "",
+		"http://[::1]:54321/":             "",
+	} {
+		_, err = config.LoadSupabase(env(map[string]string{"SUPABASE_URL": raw, "SUPABASE_SERVICE_ROLE_KEY": "k"}))
+		if want == "" {
+			require.NoError(t, err, raw)
+			continue
+		}
+		require.ErrorContains(t, err, want, raw)
+		_, err = config.Load(env(map[string]string{"SUPABASE_URL": raw}))
+		require.ErrorContains(t, err, want, raw)
+	}
 }
 
 // TestEnvExampleListsEveryVariable records every name Load and LoadSupabase
@@ -162,7 +179,9 @@ func TestNotificationSettings(t *testing.T) {
 		require.ErrorContains(t, err, name)
 		require.NotContains(t, err.Error(), "not-a-whsec-secret")
 	}
-	// Loopback receivers may use http, as the redirect URI may.
-	_, err = config.Load(env(map[string]string{"EVENTS_WEBHOOK_URL": "http://127.0.0.1:9999/hook", "EVENTS_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}))
-	require.NoError(t, err)
+	// Loopback receivers may use http, as the redirect URI may; a port must exist.
+	for raw, ok := range map[string]bool{"http://127.0.0.1:9999/hook": true, "http://[::1]:9999/hook?t=1": true, "http://127.0.0.1:99999/x": false} {
+		_, err = config.Load(env(map[string]string{"EVENTS_WEBHOOK_URL": raw, "EVENTS_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}))
+		require.Equal(t, ok, err == nil, "%s: %v", raw, err)
+	}
 }

@@ -109,6 +109,15 @@ func Check(ctx context.Context, o Options) ([]Finding, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err // interrupted: the findings are not the API's answers
 	}
+	// A details line quotes what the server said; a broken or hostile one
+	// might say our key back.
+	for i := range out {
+		for _, k := range []string{o.ServiceKey.Reveal(), o.AnonKey.Reveal()} {
+			if k != "" {
+				out[i].Detail = strings.ReplaceAll(out[i].Detail, k, "[redacted]")
+			}
+		}
+	}
 	return out, nil
 }
 

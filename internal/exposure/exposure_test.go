@@ -169,6 +169,23 @@ func TestSilentAPITimesOut(t *testing.T) {
 	require.Less(t, time.Since(start), 5*time.Second)
 }
 
+func TestKeysEchoedByTheServerAreRedacted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"code":"PGRST301","message":"bad JWT: ` + r.Header.Get("Authorization") + `"}`))
+	}))
+	t.Cleanup(echo.Close)
+	got := b.check(t, echo.URL, supabasetest.AnonKey)
+	require.Len(t, got, 6)
+	for name, f := range got {
+		require.NotContains(t, f.Detail, supabasetest.ServiceRoleKey, name)
+		require.NotContains(t, f.Detail, supabasetest.AnonKey, name)
+	}
+	require.Contains(t, got["service_role sees public.keap_contacts"].Detail, "bad JWT: Bearer [redacted]")
+}
+
 func TestOptionsAreRequired(t *testing.T) {
 	t.Parallel()
 	_, err := exposure.Check(context.Background(), exposure.Options{URL: "http://127.0.0.1:1"})
