@@ -49,8 +49,13 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverEventArg
 	n := w.d.Notifier
 	t, ok := n.Target(job.Args.Target)
 	if !ok {
-		// The target was configured when the job was inserted, not now.
-		return river.JobCancel(errors.New("notification target " + job.Args.Target + " is no longer configured"))
+		// The process that changed the state had this target; this one
+		// does not (a rolling deploy, a replica set up differently). Retry,
+		// so a process that has it delivers, rather than drop the message.
+		err := errors.New("notification target " + job.Args.Target + " is not configured in this process")
+		w.d.Logger.WarnContext(ctx, "event delivery waits for a process with its target", "event_id", job.Args.EventID,
+			"target", job.Args.Target, "attempt", job.Attempt)
+		return err
 	}
 	ev, err := w.d.Store.GetEvent(ctx, w.d.Pool, job.Args.EventID)
 	if errors.Is(err, store.ErrNotFound) {

@@ -91,7 +91,10 @@ func (n *Notifier) Target(name string) (Target, bool) {
 func MessageID(ev store.Event) string { return "evt_" + strconv.FormatInt(ev.ID, 10) }
 
 // Payload is the body sent for ev, in the Standard Webhooks shape
-// {type, timestamp, data}. The audit detail holds no secret by contract.
+// {type, timestamp, data}. data.sequence is the audit event's id: one
+// account's events are written under its lock, so a higher sequence is a
+// later state, and a retried old delivery can be told from a new one. The
+// audit detail holds no secret by contract.
 func Payload(ev store.Event) ([]byte, error) {
 	return json.Marshal(map[string]any{
 		"type":      "account." + ev.Kind,
@@ -99,6 +102,7 @@ func Payload(ev store.Event) ([]byte, error) {
 		"data": map[string]any{
 			"account_id": ev.AccountID,
 			"event":      ev.Kind,
+			"sequence":   ev.ID,
 			"detail":     ev.Detail,
 		},
 	})

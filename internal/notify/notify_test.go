@@ -92,6 +92,7 @@ func TestSendSignsTheStandardWay(t *testing.T) {
 	require.Equal(t, "2026-12-03T10:00:00Z", body.Timestamp)
 	require.Equal(t, "acme", body.Data["account_id"])
 	require.Equal(t, "reauth_required", body.Data["event"])
+	require.Equal(t, 42.0, body.Data["sequence"])
 
 	// Without a secret nothing is signed (and no bearer is invented).
 	require.NoError(t, (&notify.Notifier{}).Send(context.Background(), notify.Target{Name: "webhook", URL: url}, event))
