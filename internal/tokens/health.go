@@ -27,7 +27,7 @@ type HealthCollector struct {
 	DB     store.DBTX
 	Store  *store.Store
 	Logger *slog.Logger
-	MaxAge time.Duration // default 15s
+	MaxAge time.Duration // NewHealthCollector sets 15s; 0 reads on every scrape
 
 	desc *prometheus.Desc
 	mu   sync.Mutex
